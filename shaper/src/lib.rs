@@ -1,0 +1,16 @@
+//! tollgate-shaper: userspace IMQ. Tenant ingress bound for local services is redirected into a
+//! TAP; this crate reads it back, queues it per tenant behind a byte token bucket and writes it
+//! back for local delivery. See docs/shaper.md for the packet path.
+//!
+//! Pure core (no I/O, unit-tested with a fake clock): [`vnet`], [`classify`], [`bucket`],
+//! [`sched`]. I/O shell: [`tap`], [`redirect`], [`sysctl`], [`state`], [`daemon`].
+
+pub mod bucket;
+pub mod classify;
+pub mod daemon;
+pub mod redirect;
+pub mod sched;
+pub mod state;
+pub mod sysctl;
+pub mod tap;
+pub mod vnet;

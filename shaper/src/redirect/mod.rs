@@ -1,0 +1,82 @@
+//! Steering tenant traffic into the TAP, and undoing it. Two modes (docs/shaper.md):
+//!
+//! - `netdev`: an nftables netdev ingress chain on each ingress device `fwd`s tenant frames to
+//!   the TAP. Frames come back to the stack from the TAP. If the daemon dies the TAP vanishes and
+//!   matched traffic is dropped: it fails **closed** (run it under systemd with Restart=).
+//! - `route`: nftables marks tenant packets in prerouting, an `ip rule fwmark` sends them to a
+//!   table whose default route is the TAP, and the `local` rule moves after that rule. If the
+//!   daemon dies the TAP and its route vanish and lookups fall through to `local`: it fails
+//!   **open** (traffic is delivered unshaped).
+//!
+//! Installation order makes every intermediate state harmless, and a failure part-way undoes
+//! what was done before it returns.
+
+pub mod nft;
+pub mod route;
+
+use nftables::types::NfFamily;
+use tollgate::config::{Config, RedirectMode, ShaperConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedirectError {
+    #[error(transparent)]
+    Nft(#[from] nft::NftError),
+    #[error(transparent)]
+    Route(#[from] route::RouteError),
+}
+
+fn route_spec(s: &ShaperConfig) -> route::RouteSpec {
+    route::RouteSpec {
+        table: s.table,
+        mark: s.mark,
+        priority: s.rule_priority,
+    }
+}
+
+/// Removes whatever a previous run of this shaper left (both modes' objects, since the mode in
+/// the config may have changed). Safe when nothing is there.
+pub fn remove_stale(shaper: &ShaperConfig) -> Result<(), RedirectError> {
+    let table = nft::table_name(&shaper.tap);
+    nft::apply(&nft::removal(&table, NfFamily::NetDev))?;
+    nft::apply(&nft::removal(&table, NfFamily::IP))?;
+    route::run(async |h| route::remove(h, shaper.table).await)?;
+    Ok(())
+}
+
+/// Installs the redirect to the TAP `tap_index`; on error, undoes its own partial work.
+pub fn install(
+    config: &Config,
+    shaper: &ShaperConfig,
+    tap_index: u32,
+) -> Result<(), RedirectError> {
+    let sel = nft::Selection::from_config(config, shaper.redirect, &shaper.tap);
+    let rules = nft::ruleset(&sel, &shaper.tap, shaper.redirect, shaper.mark);
+    let result = match shaper.redirect {
+        RedirectMode::Netdev => nft::apply(&rules).map_err(RedirectError::from),
+        RedirectMode::Route => {
+            route::run(async |h| route::install(h, route_spec(shaper), tap_index).await)
+                .map_err(RedirectError::from)
+                .and_then(|()| nft::apply(&rules).map_err(RedirectError::from))
+        }
+    };
+    if result.is_err()
+        && let Err(e) = remove(shaper)
+    {
+        tracing::error!("while undoing a failed install: {e}");
+    }
+    result
+}
+
+/// Removes the redirect (nft first, so nothing is steered to a path being torn down).
+pub fn remove(shaper: &ShaperConfig) -> Result<(), RedirectError> {
+    let table = nft::table_name(&shaper.tap);
+    let family = match shaper.redirect {
+        RedirectMode::Netdev => NfFamily::NetDev,
+        RedirectMode::Route => NfFamily::IP,
+    };
+    nft::apply(&nft::removal(&table, family))?;
+    if shaper.redirect == RedirectMode::Route {
+        route::run(async |h| route::remove(h, shaper.table).await)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,361 @@
+//! The redirect's nftables ruleset as data (nftables crate schema), applied in one atomic
+//! transaction by `nft -j -f -` with its stderr captured, so a refusal comes back word for word.
+//!
+//! One table per TAP, owned entirely by the shaper (`tollgate_shaper_<tap>`). Tenants are
+//! selected by two interval sets, not one rule per tenant:
+//! - `hosts`: `iifname . ip saddr` for tenants without `ports`;
+//! - `ports`: `iifname . ip saddr . l4proto . th dport` for tenants with `ports` (TCP and UDP).
+//!
+//! Only traffic to a local address (`fib daddr type local`) is taken: the shaper is for ingress
+//! to local services, never for forwarded traffic.
+
+use nftables::batch::Batch;
+use nftables::expr::{
+    Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression, Payload, PayloadField,
+    Prefix, Range, SetItem,
+};
+use nftables::schema::{
+    Chain, NfListObject, Nftables, Rule, Set, SetFlag, SetType, SetTypeValue, Table,
+};
+use nftables::stmt::{Counter, FWD, Mangle, Match, Operator, Statement};
+use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+use std::borrow::Cow;
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use tollgate::config::{Config, RedirectMode};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    #[error("cannot run `nft` (install the nftables package): {0}")]
+    Spawn(std::io::Error),
+    #[error("nft refused the ruleset: {0}")]
+    Refused(String),
+}
+
+/// What the ruleset selects, derived from the config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Selection {
+    pub table: String,
+    pub family: NfFamily,
+    /// Devices whose ingress is hooked (netdev mode: one chain each).
+    pub devices: Vec<String>,
+    pub hosts: Vec<(String, tollgate::config::Ipv4Net)>,
+    pub ports: Vec<(String, tollgate::config::Ipv4Net, &'static str, u16, u16)>,
+}
+
+pub fn table_name(tap: &str) -> String {
+    format!("tollgate_shaper_{}", tap.replace(['-', '.'], "_"))
+}
+
+impl Selection {
+    pub fn from_config(config: &Config, mode: RedirectMode, tap: &str) -> Selection {
+        let mut devices = BTreeSet::new();
+        let mut hosts = Vec::new();
+        let mut ports = Vec::new();
+        for (t, _) in config.shaped_tenants() {
+            for dev in config.tenant_interfaces(t) {
+                devices.insert(dev.to_string());
+                for src in &t.sources {
+                    if t.ports.is_empty() {
+                        hosts.push((dev.to_string(), *src));
+                    }
+                    for p in &t.ports {
+                        for proto in ["tcp", "udp"] {
+                            ports.push((dev.to_string(), *src, proto, p.first, p.last));
+                        }
+                    }
+                }
+            }
+        }
+        Selection {
+            table: table_name(tap),
+            family: match mode {
+                RedirectMode::Netdev => NfFamily::NetDev,
+                RedirectMode::Route => NfFamily::IP,
+            },
+            devices: devices.into_iter().collect(),
+            hosts,
+            ports,
+        }
+    }
+}
+
+fn s(v: &str) -> Expression<'static> {
+    Expression::String(Cow::Owned(v.to_string()))
+}
+
+fn prefix(n: &tollgate::config::Ipv4Net) -> Expression<'static> {
+    Expression::Named(NamedExpression::Prefix(Prefix {
+        addr: Box::new(s(&n.addr().to_string())),
+        len: u32::from(n.prefix_len()),
+    }))
+}
+
+fn port_expr(first: u16, last: u16) -> Expression<'static> {
+    if first == last {
+        Expression::Number(u32::from(first))
+    } else {
+        Expression::Range(Box::new(Range {
+            range: [
+                Expression::Number(u32::from(first)),
+                Expression::Number(u32::from(last)),
+            ],
+        }))
+    }
+}
+
+fn payload(protocol: &str, field: &str) -> Expression<'static> {
+    Expression::Named(NamedExpression::Payload(Payload::PayloadField(
+        PayloadField {
+            protocol: Cow::Owned(protocol.to_string()),
+            field: Cow::Owned(field.to_string()),
+        },
+    )))
+}
+
+fn meta(key: MetaKey) -> Expression<'static> {
+    Expression::Named(NamedExpression::Meta(Meta { key }))
+}
+
+fn matches(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
+    Statement::Match(Match {
+        left,
+        right,
+        op: Operator::EQ,
+    })
+}
+
+fn local_daddr() -> Statement<'static> {
+    matches(
+        Expression::Named(NamedExpression::Fib(Fib {
+            result: FibResult::Type,
+            flags: [FibFlag::Daddr].into_iter().collect(),
+        })),
+        s("local"),
+    )
+}
+
+fn concat(items: Vec<Expression<'static>>) -> Expression<'static> {
+    Expression::Named(NamedExpression::Concat(items))
+}
+
+/// The whole ruleset: `add table; delete table; table {...}` in one transaction, so applying it
+/// replaces any stale copy atomically (no window without the redirect, no duplicates).
+pub fn ruleset(sel: &Selection, tap: &str, mode: RedirectMode, mark: u32) -> Nftables<'static> {
+    let family = sel.family;
+    let table: Cow<'static, str> = Cow::Owned(sel.table.clone());
+    let mut b = Batch::new();
+    let t = || {
+        NfListObject::Table(Table {
+            family,
+            name: table.clone(),
+            handle: None,
+        })
+    };
+    b.add(t());
+    b.delete(t());
+    b.add(t());
+    let set = |name: &str, types: Vec<SetType>, elems: Vec<Expression<'static>>| {
+        NfListObject::Set(Box::new(Set {
+            family,
+            table: table.clone(),
+            name: Cow::Owned(name.to_string()),
+            handle: None,
+            set_type: SetTypeValue::Concatenated(Cow::Owned(types)),
+            policy: None,
+            flags: Some([SetFlag::Interval].into_iter().collect()),
+            elem: (!elems.is_empty()).then_some(Cow::Owned(elems)),
+            timeout: None,
+            gc_interval: None,
+            size: None,
+            comment: None,
+        }))
+    };
+    let hosts: Vec<_> = sel
+        .hosts
+        .iter()
+        .map(|(dev, net)| concat(vec![s(dev), prefix(net)]))
+        .collect();
+    let ports: Vec<_> = sel
+        .ports
+        .iter()
+        .map(|(dev, net, proto, a, z)| {
+            concat(vec![s(dev), prefix(net), s(proto), port_expr(*a, *z)])
+        })
+        .collect();
+    b.add(set(
+        "hosts",
+        vec![SetType::Ifname, SetType::Ipv4Addr],
+        hosts,
+    ));
+    b.add(set(
+        "ports",
+        vec![
+            SetType::Ifname,
+            SetType::Ipv4Addr,
+            SetType::InetProto,
+            SetType::InetService,
+        ],
+        ports,
+    ));
+
+    let action = match mode {
+        RedirectMode::Netdev => Statement::FWD(Some(FWD {
+            dev: Some(s(tap)),
+            family: None,
+            addr: None,
+        })),
+        RedirectMode::Route => Statement::Mangle(Mangle {
+            key: meta(MetaKey::Mark),
+            value: Expression::Number(mark),
+        }),
+    };
+    let by_host = vec![
+        local_daddr(),
+        matches(
+            concat(vec![meta(MetaKey::Iifname), payload("ip", "saddr")]),
+            s("@hosts"),
+        ),
+        Statement::Counter(Counter::Anonymous(None)),
+        action.clone(),
+    ];
+    let by_port = vec![
+        local_daddr(),
+        matches(
+            meta(MetaKey::L4proto),
+            Expression::Named(NamedExpression::Set(vec![
+                SetItem::Element(s("tcp")),
+                SetItem::Element(s("udp")),
+            ])),
+        ),
+        matches(
+            concat(vec![
+                meta(MetaKey::Iifname),
+                payload("ip", "saddr"),
+                meta(MetaKey::L4proto),
+                payload("th", "dport"),
+            ]),
+            s("@ports"),
+        ),
+        Statement::Counter(Counter::Anonymous(None)),
+        action,
+    ];
+    let chains: Vec<(String, NfHook, Option<String>, i32)> = match mode {
+        RedirectMode::Netdev => sel
+            .devices
+            .iter()
+            .map(|d| (format!("ingress_{d}"), NfHook::Ingress, Some(d.clone()), 0))
+            .collect(),
+        // mangle priority: before conntrack's NAT and before the routing decision
+        RedirectMode::Route => vec![("prerouting".to_string(), NfHook::Prerouting, None, -150)],
+    };
+    for (name, hook, dev, prio) in chains {
+        b.add(NfListObject::Chain(Chain {
+            family,
+            table: table.clone(),
+            name: Cow::Owned(name.clone()),
+            newname: None,
+            handle: None,
+            _type: Some(NfChainType::Filter),
+            hook: Some(hook),
+            prio: Some(prio),
+            dev: dev.map(Cow::Owned),
+            policy: Some(NfChainPolicy::Accept),
+        }));
+        for (rule, nonempty) in [
+            (&by_host, !sel.hosts.is_empty()),
+            (&by_port, !sel.ports.is_empty()),
+        ] {
+            if nonempty {
+                b.add(NfListObject::Rule(Rule {
+                    family,
+                    table: table.clone(),
+                    chain: Cow::Owned(name.clone()),
+                    expr: Cow::Owned(rule.clone()),
+                    handle: None,
+                    index: None,
+                    comment: None,
+                }));
+            }
+        }
+    }
+    b.to_nftables()
+}
+
+/// `add table; delete table` in one transaction: removes the table if it exists, else no-op.
+pub fn removal(table: &str, family: NfFamily) -> Nftables<'static> {
+    let mut b = Batch::new();
+    let t = || {
+        NfListObject::Table(Table {
+            family,
+            name: Cow::Owned(table.to_string()),
+            handle: None,
+        })
+    };
+    b.add(t());
+    b.delete(t());
+    b.to_nftables()
+}
+
+/// Runs `nft -j -f -` with the ruleset on stdin; nft's own message on failure.
+pub fn apply(ruleset: &Nftables<'_>) -> Result<(), NftError> {
+    let json = serde_json::to_vec(ruleset).map_err(|e| NftError::Refused(e.to_string()))?;
+    let mut child = Command::new("nft")
+        .args(["-j", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(NftError::Spawn)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(&json).map_err(NftError::Spawn)?;
+    }
+    let out = child.wait_with_output().map_err(NftError::Spawn)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        Err(NftError::Refused(if msg.is_empty() {
+            format!("exit status {}", out.status)
+        } else {
+            msg
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn selection_uses_sets_not_rules_per_tenant() {
+        let c = Config::parse(crate::classify::tests::CONFIG, Path::new("t")).unwrap();
+        let sel = Selection::from_config(&c, RedirectMode::Netdev, "tg0");
+        assert_eq!(sel.devices, vec!["veth-srv"]);
+        assert_eq!(sel.hosts.len(), 3); // alpha 1 + beta 2; unshaped tenant left out
+        assert_eq!(sel.ports.len(), 4); // gamma: 2 port ranges x tcp/udp
+        let rs = ruleset(&sel, "tg0", RedirectMode::Netdev, 0);
+        let j = serde_json::to_string(&rs).unwrap();
+        // one chain, two rules, regardless of the number of tenants
+        assert_eq!(j.matches("\"rule\"").count(), 2, "{j}");
+        assert_eq!(j.matches("\"chain\"").count(), 1, "{j}");
+        assert!(j.contains("\"fwd\":{\"dev\":\"tg0\"}"), "{j}");
+        assert!(j.contains("\"delete\""), "{j}");
+        let route = ruleset(
+            &Selection::from_config(&c, RedirectMode::Route, "tg0"),
+            "tg0",
+            RedirectMode::Route,
+            0x7467,
+        );
+        let j = serde_json::to_string(&route).unwrap();
+        assert!(j.contains("\"mangle\""), "{j}");
+        assert!(j.contains("\"family\":\"ip\""), "{j}");
+    }
+
+    #[test]
+    fn table_names_are_identifiers() {
+        assert_eq!(table_name("tg-0.1"), "tollgate_shaper_tg_0_1");
+    }
+}

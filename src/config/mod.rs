@@ -1,0 +1,512 @@
+//! The one declarative file both binaries read (`tollgate` and `tollgate-shaper`).
+//!
+//! Parsing is two steps: serde reads the TOML into `raw` structs that keep each value's byte span
+//! (unknown keys are refused there), then `validate` turns them into the typed model below and
+//! checks what serde cannot (units, prefixes, overlaps, duplicates). Every error names the file,
+//! line, column and key, and nothing touches the kernel before this has succeeded.
+
+mod net;
+mod raw;
+pub mod units;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use net::Ipv4Net;
+use raw::{RawConfig, RawShaper, RawTenant};
+use thiserror::Error;
+use toml::Spanned;
+
+/// The largest frame the kernel hands a TAP with TSO enabled (64 KiB of IP plus headers): a
+/// queue must hold at least one, or such frames could never pass.
+pub const MAX_GSO_FRAME: u64 = 65_536;
+
+/// A config problem, with where it is.
+#[derive(Debug, Error)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    /// 1-based line and column; 0 when the problem is not tied to a place (e.g. unreadable file).
+    pub line: usize,
+    pub column: usize,
+    /// The key, as a dotted path (`tenant[1].upload`), or empty.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// How tenant traffic is steered into the TAP (see docs/shaper.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedirectMode {
+    /// nftables netdev ingress `fwd to` the TAP. Fails closed if the daemon dies.
+    Netdev,
+    /// nft mark + `ip rule fwmark` + a route to the TAP. Fails open if the daemon dies.
+    Route,
+}
+
+/// The `[shaper]` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShaperConfig {
+    /// Where tenant traffic enters this host; tenants without `interfaces` match here.
+    pub interface: String,
+    /// Name of the intermediate TAP device the daemon creates.
+    pub tap: String,
+    pub redirect: RedirectMode,
+    /// Where the daemon records what it changed, to undo it after a crash.
+    pub state_dir: PathBuf,
+    /// Route mode: routing table holding the route to the TAP.
+    pub table: u32,
+    /// Route mode: packet mark that selects the table.
+    pub mark: u32,
+    /// Route mode: priority of the fwmark rule; the `local` rule is moved right after it.
+    pub rule_priority: u32,
+}
+
+/// Per-tenant shaping of traffic towards local services.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shaping {
+    /// Token rate, bytes of IP packets per second.
+    pub rate: u64,
+    /// Bucket depth, bytes.
+    pub burst: u64,
+    /// Queue limit, bytes; tail drop beyond it.
+    pub queue: u64,
+}
+
+/// An inclusive range of destination ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl PortRange {
+    pub fn contains(&self, port: u16) -> bool {
+        self.first <= port && port <= self.last
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tenant {
+    pub name: String,
+    /// Source prefixes; they never overlap another tenant's.
+    pub sources: Vec<Ipv4Net>,
+    /// Shaping of this tenant's ingress to local services; None = not shaped.
+    pub shaping: Option<Shaping>,
+    /// Local destination ports (TCP and UDP); empty = all traffic.
+    pub ports: Vec<PortRange>,
+    /// Ingress devices; empty = the shaper's `interface`.
+    pub interfaces: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub path: PathBuf,
+    pub shaper: Option<ShaperConfig>,
+    pub tenants: Vec<Tenant>,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            key: String::new(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let cx = Cx { text, path };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map(|s| cx.line_col(s.start)).unwrap_or((0, 0));
+            ConfigError {
+                path: path.to_path_buf(),
+                line,
+                column,
+                key: String::new(),
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        let tenants = raw
+            .tenant
+            .iter()
+            .enumerate()
+            .map(|(i, t)| cx.tenant(i, t))
+            .collect::<Result<Vec<_>, _>>()?;
+        cx.check_tenants(&raw.tenant, &tenants)?;
+        let shaper = match &raw.shaper {
+            Some(s) => Some(cx.shaper(s, &raw.tenant, &tenants)?),
+            None => None,
+        };
+        Ok(Config {
+            path: path.to_path_buf(),
+            shaper,
+            tenants,
+        })
+    }
+
+    /// Tenants the shaper queues (those with `upload`).
+    pub fn shaped_tenants(&self) -> impl Iterator<Item = (&Tenant, Shaping)> {
+        self.tenants
+            .iter()
+            .filter_map(|t| t.shaping.map(|s| (t, s)))
+    }
+
+    /// The devices a tenant's traffic can enter on.
+    pub fn tenant_interfaces<'a>(&'a self, tenant: &'a Tenant) -> Vec<&'a str> {
+        if !tenant.interfaces.is_empty() {
+            tenant.interfaces.iter().map(String::as_str).collect()
+        } else {
+            self.shaper
+                .as_ref()
+                .map(|s| vec![s.interface.as_str()])
+                .unwrap_or_default()
+        }
+    }
+
+    /// Checks that every device the config names exists in this network namespace, naming the
+    /// key and line of the first that does not. `exists` is injected for testing.
+    pub fn check_devices(
+        &self,
+        text: &str,
+        exists: impl Fn(&str) -> bool,
+    ) -> Result<(), ConfigError> {
+        let Some(shaper) = &self.shaper else {
+            return Ok(());
+        };
+        let cx = Cx {
+            text,
+            path: &self.path,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| cx.err_at(0, "", e.message()))?;
+        let missing = |name: &str| format!("device {name:?} does not exist");
+        if !exists(&shaper.interface) {
+            let span = raw.shaper.as_ref().map(|s| s.get_ref().interface.span());
+            return Err(cx.err_at(
+                span.map(|s| s.start).unwrap_or(0),
+                "shaper.interface",
+                &missing(&shaper.interface),
+            ));
+        }
+        for (i, t) in raw.tenant.iter().enumerate() {
+            for iface in t.get_ref().interfaces.iter().flat_map(|v| v.get_ref()) {
+                if !exists(iface.get_ref()) {
+                    return Err(cx.err_at(
+                        iface.span().start,
+                        &format!("tenant[{i}].interfaces"),
+                        &missing(iface.get_ref()),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Validation context: the source text for line numbers and the path for messages.
+struct Cx<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Cx<'_> {
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map(|p| p + 1).unwrap_or(0) + 1;
+        (line, column)
+    }
+
+    fn err_at(&self, offset: usize, key: &str, message: &str) -> ConfigError {
+        let (line, column) = self.line_col(offset);
+        ConfigError {
+            path: self.path.to_path_buf(),
+            line,
+            column,
+            key: key.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    fn err<T>(&self, at: &Spanned<T>, key: &str, message: impl Into<String>) -> ConfigError {
+        self.err_at(at.span().start, key, &message.into())
+    }
+
+    fn tenant(&self, i: usize, t: &Spanned<RawTenant>) -> Result<Tenant, ConfigError> {
+        let r = t.get_ref();
+        let key = |k: &str| format!("tenant[{i}].{k}");
+        let name = r.name.get_ref().clone();
+        if name.is_empty()
+            || name.len() > 32
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(self.err(
+                &r.name,
+                &key("name"),
+                format!("{name:?}: use 1-32 characters of a-z, A-Z, 0-9, '-' and '_'"),
+            ));
+        }
+        let mut sources = Vec::new();
+        for s in r.sources.iter().flat_map(|v| v.get_ref()) {
+            let net: Ipv4Net = s
+                .get_ref()
+                .parse()
+                .map_err(|e: String| self.err(s, &key("sources"), e))?;
+            sources.push(net);
+        }
+        let rate = match &r.upload {
+            None => None,
+            Some(u) => Some(
+                units::parse_rate(u.get_ref())
+                    .map_err(|e| self.err(u, &key("upload"), e.to_string()))?,
+            ),
+        };
+        let size = |v: &Option<Spanned<String>>, k: &str| -> Result<Option<u64>, ConfigError> {
+            match v {
+                None => Ok(None),
+                Some(s) => units::parse_size(s.get_ref())
+                    .map(Some)
+                    .map_err(|e| self.err(s, &key(k), e.to_string())),
+            }
+        };
+        let burst = size(&r.burst, "burst")?;
+        let queue = size(&r.queue, "queue")?;
+        let shaping = match rate {
+            None => {
+                for (v, k) in [(&r.burst, "burst"), (&r.queue, "queue")] {
+                    if let Some(v) = v {
+                        return Err(self.err(v, &key(k), "has no effect without `upload`"));
+                    }
+                }
+                None
+            }
+            Some(rate) => {
+                let queue = queue.unwrap_or_else(|| default_queue(rate));
+                if queue < MAX_GSO_FRAME {
+                    let at = r.queue.as_ref().map(|s| s.span().start).unwrap_or(0);
+                    return Err(self.err_at(
+                        at,
+                        &key("queue"),
+                        &format!(
+                            "{queue} bytes cannot hold one 64 KiB GSO frame; use at least 64kb"
+                        ),
+                    ));
+                }
+                Some(Shaping {
+                    rate,
+                    burst: burst.unwrap_or_else(|| default_burst(rate)),
+                    queue,
+                })
+            }
+        };
+        if shaping.is_some() && sources.is_empty() {
+            return Err(self.err(
+                t,
+                &key("sources"),
+                "a tenant with `upload` needs at least one source prefix",
+            ));
+        }
+        let mut ports = Vec::new();
+        for p in r.ports.iter().flat_map(|v| v.get_ref()) {
+            ports.push(
+                p.get_ref()
+                    .to_range()
+                    .map_err(|e| self.err(p, &key("ports"), e))?,
+            );
+        }
+        ports.sort();
+        let mut interfaces = Vec::new();
+        for d in r.interfaces.iter().flat_map(|v| v.get_ref()) {
+            check_ifname(d.get_ref()).map_err(|e| self.err(d, &key("interfaces"), e))?;
+            interfaces.push(d.get_ref().clone());
+        }
+        Ok(Tenant {
+            name,
+            sources,
+            shaping,
+            ports,
+            interfaces,
+        })
+    }
+
+    /// Checks across tenants: unique names, no source in two tenants.
+    fn check_tenants(
+        &self,
+        raw: &[Spanned<RawTenant>],
+        tenants: &[Tenant],
+    ) -> Result<(), ConfigError> {
+        let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, t) in tenants.iter().enumerate() {
+            if let Some(first) = names.insert(&t.name, i) {
+                return Err(self.err(
+                    &raw[i].get_ref().name,
+                    &format!("tenant[{i}].name"),
+                    format!("duplicate tenant name {:?} (also tenant[{first}])", t.name),
+                ));
+            }
+        }
+        for (i, t) in tenants.iter().enumerate() {
+            for u in tenants.iter().take(i) {
+                for (k, a) in t.sources.iter().enumerate() {
+                    if let Some(b) = u.sources.iter().find(|b| a.overlaps(b)) {
+                        let at = raw[i]
+                            .get_ref()
+                            .sources
+                            .as_ref()
+                            .and_then(|v| v.get_ref().get(k).map(|s| s.span().start))
+                            .unwrap_or(raw[i].span().start);
+                        return Err(self.err_at(
+                            at,
+                            &format!("tenant[{i}].sources"),
+                            &format!(
+                                "{a} of tenant {:?} overlaps {b} of tenant {:?}: a source must belong to one tenant",
+                                t.name, u.name
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn shaper(
+        &self,
+        s: &Spanned<RawShaper>,
+        raw_tenants: &[Spanned<RawTenant>],
+        tenants: &[Tenant],
+    ) -> Result<ShaperConfig, ConfigError> {
+        let r = s.get_ref();
+        check_ifname(r.interface.get_ref())
+            .map_err(|e| self.err(&r.interface, "shaper.interface", e))?;
+        check_ifname(r.tap.get_ref()).map_err(|e| self.err(&r.tap, "shaper.tap", e))?;
+        let redirect = match r.redirect.get_ref().as_str() {
+            "netdev" => RedirectMode::Netdev,
+            "route" => RedirectMode::Route,
+            other => {
+                return Err(self.err(
+                    &r.redirect,
+                    "shaper.redirect",
+                    format!("{other:?}: expected \"netdev\" or \"route\""),
+                ));
+            }
+        };
+        if r.interface.get_ref() == r.tap.get_ref() {
+            return Err(self.err(&r.tap, "shaper.tap", "must differ from shaper.interface"));
+        }
+        for (i, t) in tenants.iter().enumerate() {
+            if t.interfaces.iter().any(|d| d == r.tap.get_ref()) {
+                let at = raw_tenants[i]
+                    .get_ref()
+                    .interfaces
+                    .as_ref()
+                    .map(|v| v.span().start)
+                    .unwrap_or(0);
+                return Err(self.err_at(
+                    at,
+                    &format!("tenant[{i}].interfaces"),
+                    "the shaper's own TAP cannot be an ingress interface",
+                ));
+            }
+        }
+        if !tenants.iter().any(|t| t.shaping.is_some()) {
+            return Err(self.err(
+                s,
+                "shaper",
+                "no tenant has `upload`: there is nothing to shape",
+            ));
+        }
+        let table = r.table.as_ref().map(|t| *t.get_ref()).unwrap_or(7468);
+        if let Some(t) = &r.table
+            && (*t.get_ref() == 0 || (253..=255).contains(t.get_ref()))
+        {
+            return Err(self.err(
+                t,
+                "shaper.table",
+                "tables 0, 253 (default), 254 (main) and 255 (local) are reserved",
+            ));
+        }
+        let mark = r.mark.as_ref().map(|m| *m.get_ref()).unwrap_or(0x7467);
+        if mark == 0 {
+            let at = r.mark.as_ref().map(|m| m.span().start).unwrap_or(0);
+            return Err(self.err_at(at, "shaper.mark", "the mark must not be 0"));
+        }
+        let rule_priority = r.rule_priority.as_ref().map(|p| *p.get_ref()).unwrap_or(1);
+        if !(1..32000).contains(&rule_priority) {
+            let at = r
+                .rule_priority
+                .as_ref()
+                .map(|p| p.span().start)
+                .unwrap_or(0);
+            return Err(self.err_at(
+                at,
+                "shaper.rule_priority",
+                "must be 1..31999 (the local rule is moved to the next priority)",
+            ));
+        }
+        Ok(ShaperConfig {
+            interface: r.interface.get_ref().clone(),
+            tap: r.tap.get_ref().clone(),
+            redirect,
+            state_dir: r
+                .state_dir
+                .as_ref()
+                .map(|d| PathBuf::from(d.get_ref()))
+                .unwrap_or_else(|| PathBuf::from("/run/tollgate")),
+            table,
+            mark,
+            rule_priority,
+        })
+    }
+}
+
+/// Default bucket depth: 10 ms at the rate, and never less than one GSO frame.
+pub fn default_burst(rate: u64) -> u64 {
+    (rate / 100).max(MAX_GSO_FRAME)
+}
+
+/// Default queue limit: 100 ms at the rate, and never less than four GSO frames.
+pub fn default_queue(rate: u64) -> u64 {
+    (rate / 10).max(4 * MAX_GSO_FRAME)
+}
+
+/// Linux interface names: 1-15 bytes, no '/', no whitespace, not "." or "..".
+pub fn check_ifname(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 15 {
+        return Err(format!(
+            "{name:?}: an interface name has 1 to 15 characters"
+        ));
+    }
+    if name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace())
+    {
+        return Err(format!("{name:?} is not a valid interface name"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,76 @@
+//! The config file as serde reads it: every value keeps its span for error messages, and
+//! unknown keys are refused (`deny_unknown_fields`).
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub shaper: Option<Spanned<RawShaper>>,
+    #[serde(default)]
+    pub tenant: Vec<Spanned<RawTenant>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawShaper {
+    pub interface: Spanned<String>,
+    pub tap: Spanned<String>,
+    pub redirect: Spanned<String>,
+    pub state_dir: Option<Spanned<String>>,
+    pub table: Option<Spanned<u32>>,
+    pub mark: Option<Spanned<u32>>,
+    pub rule_priority: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTenant {
+    pub name: Spanned<String>,
+    pub sources: Option<Spanned<Vec<Spanned<String>>>>,
+    pub upload: Option<Spanned<String>>,
+    pub burst: Option<Spanned<String>>,
+    pub queue: Option<Spanned<String>>,
+    pub ports: Option<Spanned<Vec<Spanned<RawPort>>>>,
+    pub interfaces: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// `22` or `"8000-8100"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawPort {
+    Number(i64),
+    Range(String),
+}
+
+impl RawPort {
+    pub fn to_range(&self) -> Result<super::PortRange, String> {
+        let port = |n: i64| -> Result<u16, String> {
+            u16::try_from(n)
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("port {n} is not in 1-65535"))
+        };
+        let parse = |s: &str| -> Result<u16, String> {
+            s.trim()
+                .parse::<i64>()
+                .map_err(|_| format!("{s:?} is not a port number"))
+                .and_then(port)
+        };
+        match self {
+            RawPort::Number(n) => {
+                let p = port(*n)?;
+                Ok(super::PortRange { first: p, last: p })
+            }
+            RawPort::Range(s) => {
+                let (a, b) = s.split_once('-').unwrap_or((s, s));
+                let (first, last) = (parse(a)?, parse(b)?);
+                if first > last {
+                    return Err(format!("port range {s:?} is reversed"));
+                }
+                Ok(super::PortRange { first, last })
+            }
+        }
+    }
+}

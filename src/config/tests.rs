@@ -1,0 +1,173 @@
+use super::*;
+
+/// The example from the shaper issue, verbatim: it must keep working.
+pub const ISSUE_EXAMPLE: &str = r#"[shaper]
+interface = "veth-srv"   # where tenant traffic enters this host
+tap = "tg0"              # the intermediate device
+redirect = "netdev"      # "netdev" | "route"
+
+[[tenant]]
+name = "alpha"
+sources = ["198.51.100.10/32"]
+upload = "20mbit"        # tc(8) units: bit kbit mbit gbit tbit; bps kbps mbps gbps = BYTES/s
+
+[[tenant]]
+name = "beta"
+sources = ["198.51.100.20/32", "198.51.100.128/25"]
+upload = "50mbit"
+burst = "256kb"          # optional; default sized from the rate and at least one GSO frame
+queue = "2mb"            # optional byte limit of the tenant queue; tail drop beyond it
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("t.toml"))
+}
+
+fn err(text: &str) -> ConfigError {
+    match parse(text) {
+        Ok(c) => panic!("expected an error, got {c:?}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn issue_example_parses() {
+    let c = parse(ISSUE_EXAMPLE).unwrap();
+    let s = c.shaper.as_ref().unwrap();
+    assert_eq!(s.interface, "veth-srv");
+    assert_eq!(s.tap, "tg0");
+    assert_eq!(s.redirect, RedirectMode::Netdev);
+    assert_eq!(c.tenants.len(), 2);
+    let a = c.tenants[0].shaping.unwrap();
+    assert_eq!(a.rate, 2_500_000);
+    assert_eq!(a.burst, MAX_GSO_FRAME);
+    assert_eq!(a.queue, 4 * MAX_GSO_FRAME);
+    let b = c.tenants[1].shaping.unwrap();
+    assert_eq!(b.rate, 6_250_000);
+    assert_eq!(b.burst, 256 * 1024);
+    assert_eq!(b.queue, 2 * 1024 * 1024);
+    assert_eq!(c.tenants[1].sources.len(), 2);
+    assert_eq!(c.tenant_interfaces(&c.tenants[0]), vec!["veth-srv"]);
+}
+
+#[test]
+fn ports_and_interfaces() {
+    let c = parse(&format!(
+        "{ISSUE_EXAMPLE}\n[[tenant]]\nname = \"gamma\"\nsources = [\"203.0.113.0/24\"]\nupload = \"1gbit\"\nports = [22, \"8000-8100\"]\ninterfaces = [\"eth1\"]\n"
+    ))
+    .unwrap();
+    let g = &c.tenants[2];
+    assert_eq!(
+        g.ports,
+        vec![
+            PortRange {
+                first: 22,
+                last: 22
+            },
+            PortRange {
+                first: 8000,
+                last: 8100
+            }
+        ]
+    );
+    assert_eq!(c.tenant_interfaces(g), vec!["eth1"]);
+}
+
+#[test]
+fn unknown_key_names_line() {
+    let e = err(&ISSUE_EXAMPLE.replace("upload = \"50mbit\"", "uplaod = \"50mbit\""));
+    assert_eq!(e.line, 14, "{e}");
+    assert!(e.to_string().contains("uplaod"), "{e}");
+    let e = err("[shaper]\ninterface = \"a\"\ntap = \"b\"\nredirect = \"netdev\"\ncolour = 1\n");
+    assert_eq!(e.line, 5, "{e}");
+}
+
+#[test]
+fn bad_unit_names_key_and_line() {
+    let e = err(&ISSUE_EXAMPLE.replace("\"20mbit\"", "\"20mbits\""));
+    assert_eq!((e.line, e.key.as_str()), (9, "tenant[0].upload"), "{e}");
+    assert!(e.message.contains("mbits"), "{e}");
+    let e = err(&ISSUE_EXAMPLE.replace("\"2mb\"", "\"2 furlongs\""));
+    assert_eq!((e.line, e.key.as_str()), (16, "tenant[1].queue"), "{e}");
+}
+
+#[test]
+fn overlapping_sources_refused() {
+    let e = err(&ISSUE_EXAMPLE.replace("198.51.100.10/32", "198.51.100.200/32"));
+    assert_eq!(e.key, "tenant[1].sources", "{e}");
+    assert_eq!(e.line, 13, "{e}");
+    assert!(e.message.contains("overlaps"), "{e}");
+    assert!(
+        e.message.contains("alpha") && e.message.contains("beta"),
+        "{e}"
+    );
+}
+
+#[test]
+fn duplicate_names_refused() {
+    let e = err(&ISSUE_EXAMPLE.replace("name = \"beta\"", "name = \"alpha\""));
+    assert_eq!((e.line, e.key.as_str()), (12, "tenant[1].name"), "{e}");
+    assert!(e.message.contains("duplicate"), "{e}");
+}
+
+#[test]
+fn other_bad_values() {
+    let cases = [
+        (
+            "redirect = \"netdev\"",
+            "redirect = \"bpf\"",
+            "shaper.redirect",
+        ),
+        (
+            "tap = \"tg0\"",
+            "tap = \"a-very-long-tap-name\"",
+            "shaper.tap",
+        ),
+        (
+            "198.51.100.128/25",
+            "198.51.100.129/25",
+            "tenant[1].sources",
+        ),
+        ("queue = \"2mb\"", "queue = \"4kb\"", "tenant[1].queue"),
+        ("name = \"beta\"", "name = \"be ta\"", "tenant[1].name"),
+    ];
+    for (from, to, key) in cases {
+        let e = err(&ISSUE_EXAMPLE.replace(from, to));
+        assert_eq!(e.key, key, "{to}: {e}");
+        assert!(e.line > 0, "{e}");
+    }
+    let e = err(&format!("{ISSUE_EXAMPLE}ports = [0]\n"));
+    assert_eq!(e.key, "tenant[1].ports", "{e}");
+    let e = err(&format!("{ISSUE_EXAMPLE}ports = [\"90-80\"]\n"));
+    assert!(e.message.contains("reversed"), "{e}");
+    let e = err("[shaper]\ninterface = \"a\"\ntap = \"b\"\nredirect = \"netdev\"\n");
+    assert!(e.message.contains("nothing to shape"), "{e}");
+    let e = err("[[tenant]]\nname = \"x\"\nupload = \"1mbit\"\n");
+    assert!(e.message.contains("source"), "{e}");
+}
+
+#[test]
+fn missing_device_names_key_and_line() {
+    let c = parse(ISSUE_EXAMPLE).unwrap();
+    let e = c
+        .check_devices(ISSUE_EXAMPLE, |d| d != "veth-srv")
+        .unwrap_err();
+    assert_eq!((e.line, e.key.as_str()), (2, "shaper.interface"), "{e}");
+    assert!(c.check_devices(ISSUE_EXAMPLE, |_| true).is_ok());
+    let text = format!("{ISSUE_EXAMPLE}interfaces = [\"eth9\"]\n");
+    let c = parse(&text).unwrap();
+    let e = c.check_devices(&text, |d| d != "eth9").unwrap_err();
+    assert_eq!(
+        (e.line, e.key.as_str()),
+        (17, "tenant[1].interfaces"),
+        "{e}"
+    );
+}
+
+#[test]
+fn error_display_has_file_line_key() {
+    let e = err(&ISSUE_EXAMPLE.replace("\"20mbit\"", "\"20mbits\""));
+    let s = e.to_string();
+    assert!(s.starts_with("t.toml:9:"), "{s}");
+    assert!(s.contains("tenant[0].upload"), "{s}");
+}
