@@ -1,1 +1,434 @@
+//! Network-namespace lab: the demo, the integration tests and the benchmarks build their
+//! topologies with this, so every one of them lives entirely inside namespaces it made and
+//! removes them when dropped (also when a test panics).
+//!
+//! Nothing here touches the root namespace except creating and deleting namespaces.
 
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("`{cmd}` failed: {detail}")]
+    Command { cmd: String, detail: String },
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T> = std::result::Result<T, LabError>;
+
+fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// Runs a command to completion; an error carries its stderr.
+pub fn run(cmd: &mut Command) -> Result<Output> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| LabError::Command {
+            cmd: describe(cmd),
+            detail: e.to_string(),
+        })?;
+    if !out.status.success() {
+        return Err(LabError::Command {
+            cmd: describe(cmd),
+            detail: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    }
+    Ok(out)
+}
+
+/// Why the lab cannot run here, or None when it can (root, and the tools it drives).
+pub fn missing_prerequisites() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("needs root (network namespaces)".into());
+    }
+    for tool in ["ip", "nft", "iperf3"] {
+        let found = Command::new(tool)
+            .arg(if tool == "ip" { "-V" } else { "--version" })
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        if !found {
+            return Some(format!(
+                "`{tool}` is not installed (scripts/deps.sh installs it)"
+            ));
+        }
+    }
+    None
+}
+
+/// A unique name for this process: `tg<tag><pid>x<n>`.
+pub fn unique(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "tg{tag}{}x{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A network namespace, deleted on drop (with everything in it).
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates a namespace with a unique name, `lo` up and IPv6 off (no DAD/RS noise).
+    pub fn new(tag: &str) -> Result<Netns> {
+        let name = unique(tag);
+        run(Command::new("ip").args(["netns", "add", &name]))?;
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        for key in ["all", "default"] {
+            // best effort: kernels without IPv6 have no such key
+            let _ = ns.sysctl(&format!("net.ipv6.conf.{key}.disable_ipv6"), "1");
+        }
+        Ok(ns)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `ip -n <ns> ARGS`
+    pub fn ip(&self, args: &[&str]) -> Result<String> {
+        let out = run(Command::new("ip").arg("-n").arg(&self.name).args(args))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// A command that runs inside the namespace (`ip netns exec`).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+
+    /// Runs a command in the namespace and returns its stdout.
+    pub fn exec(&self, program: &str, args: &[&str]) -> Result<String> {
+        let out = run(self.command(program).args(args))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
+        self.exec("sysctl", &["-qw", &format!("{key}={value}")])
+            .map(|_| ())
+    }
+
+    pub fn read_sysctl(&self, key: &str) -> Result<String> {
+        Ok(self.exec("sysctl", &["-n", key])?.trim().to_string())
+    }
+
+    /// What a test compares before and after: rules, routes, links, ruleset, the sysctls the
+    /// shaper may touch.
+    pub fn snapshot(&self) -> Result<String> {
+        let mut s = String::new();
+        s += &self.ip(&["rule", "show"])?;
+        s += &self.ip(&["-4", "route", "show", "table", "all"])?;
+        s += &self.ip(&["-br", "link", "show"])?;
+        s += &self.exec("nft", &["list", "ruleset"])?;
+        let sysctls = self.exec(
+            "sh",
+            &[
+                "-c",
+                "sysctl net.ipv4.ip_forward net.ipv4.tcp_early_demux; \
+                 sysctl -a 2>/dev/null | grep -E 'net.ipv4.conf.*(rp_filter|ignore_routes_with_linkdown)'",
+            ],
+        )?;
+        s += &sysctls;
+        Ok(s)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // kill what still runs inside (daemons, iperf3), then delete
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                if let Ok(pid) = pid.parse::<i32>() {
+                    // SAFETY: kill(2) on a pid we just listed.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A temporary directory, removed on drop.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Result<TempDir> {
+        let p = std::env::temp_dir().join(unique(tag));
+        std::fs::create_dir_all(&p)?;
+        Ok(TempDir(p))
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A background process, killed on drop.
+#[derive(Debug)]
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `cmd` with stdout/stderr to `log`.
+    pub fn spawn(mut cmd: Command, log: &Path) -> Result<Proc> {
+        let f = std::fs::File::create(log)?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(f.try_clone()?)
+            .stderr(f)
+            .spawn()
+            .map_err(|e| LabError::Command {
+                cmd: describe(&cmd),
+                detail: e.to_string(),
+            })?;
+        Ok(Proc {
+            child,
+            log: log.to_path_buf(),
+        })
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Waits up to `timeout` for exit; None if it is still running.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<std::process::ExitStatus>> {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait()? {
+                return Ok(Some(s));
+            }
+            if Instant::now() >= end {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `f` every 50 ms until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+/// A client and a server namespace joined by a veth pair:
+/// `cl` eth0 198.51.100.{clients}/24  <->  `srv` veth-srv 198.51.100.2/24.
+#[derive(Debug)]
+pub struct UploadLab {
+    pub cl: Netns,
+    pub srv: Netns,
+    pub dir: TempDir,
+}
+
+/// The server's address in [`UploadLab`].
+pub const SERVER: &str = "198.51.100.2";
+
+impl UploadLab {
+    /// `clients`: the host parts of the client's addresses (e.g. 10, 20, 30).
+    pub fn new(tag: &str, clients: &[u8]) -> Result<UploadLab> {
+        let cl = Netns::new(&format!("{tag}c"))?;
+        let srv = Netns::new(&format!("{tag}s"))?;
+        let dir = TempDir::new(&format!("{tag}d"))?;
+        cl.ip(&[
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "veth-srv",
+            "netns",
+            srv.name(),
+        ])?;
+        for c in clients {
+            cl.ip(&["addr", "add", &format!("198.51.100.{c}/24"), "dev", "eth0"])?;
+        }
+        cl.ip(&["link", "set", "eth0", "up"])?;
+        srv.ip(&["addr", "add", &format!("{SERVER}/24"), "dev", "veth-srv"])?;
+        srv.ip(&["link", "set", "veth-srv", "up"])?;
+        Ok(UploadLab { cl, srv, dir })
+    }
+
+    /// Starts an iperf3 server on `port` in the server namespace and waits until it listens.
+    pub fn iperf3_server(&self, port: u16) -> Result<Proc> {
+        let mut c = self.srv.command("iperf3");
+        c.args(["-s", "-p", &port.to_string()]);
+        let p = Proc::spawn(c, &self.dir.path().join(format!("iperf3-s-{port}.log")))?;
+        let srv = &self.srv;
+        let listening = wait_until(Duration::from_secs(5), || {
+            srv.exec("ss", &["-Htln", &format!("sport = :{port}")])
+                .map(|o| !o.trim().is_empty())
+                .unwrap_or(false)
+        });
+        if !listening {
+            return Err(LabError::Other(format!(
+                "iperf3 server on port {port} did not start"
+            )));
+        }
+        Ok(p)
+    }
+
+    /// Starts an iperf3 upload from `198.51.100.<client>` to the server; `finish` it later.
+    pub fn iperf3_upload(&self, client: u8, port: u16, secs: u32) -> Result<Proc> {
+        let mut c = self.cl.command("iperf3");
+        c.args([
+            "-c",
+            SERVER,
+            "-B",
+            &format!("198.51.100.{client}"),
+            "-p",
+            &port.to_string(),
+            "-t",
+            &secs.to_string(),
+            "-J",
+        ]);
+        Proc::spawn(
+            c,
+            &self
+                .dir
+                .path()
+                .join(format!("iperf3-c-{client}-{port}.json")),
+        )
+    }
+}
+
+/// What an iperf3 upload measured, read from its JSON report.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    /// Receiver-side goodput over the whole run, bits/s.
+    pub received_bps: f64,
+    /// Sender-side bits/s per reporting interval (1 s).
+    pub intervals_bps: Vec<f64>,
+    pub retransmits: u64,
+}
+
+/// Waits for an upload started with [`UploadLab::iperf3_upload`] and parses its report.
+pub fn finish_upload(mut p: Proc, timeout: Duration) -> Result<Upload> {
+    match p.wait_timeout(timeout)? {
+        Some(_) => {}
+        None => return Err(LabError::Other("iperf3 client did not finish".into())),
+    }
+    parse_iperf3(&p.log_text())
+}
+
+pub fn parse_iperf3(json: &str) -> Result<Upload> {
+    let v: serde_json::Value = serde_json::from_str(json)
+        .map_err(|e| LabError::Other(format!("iperf3 report is not JSON ({e}): {json:.300}")))?;
+    if let Some(err) = v.get("error") {
+        return Err(LabError::Other(format!("iperf3: {err}")));
+    }
+    let f = |p: &str| v.pointer(p).and_then(|x| x.as_f64());
+    let received_bps = f("/end/sum_received/bits_per_second")
+        .ok_or_else(|| LabError::Other("iperf3 report lacks end.sum_received".into()))?;
+    let intervals_bps = v
+        .pointer("/intervals")
+        .and_then(|i| i.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|i| i.pointer("/sum/bits_per_second").and_then(|x| x.as_f64()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Upload {
+        received_bps,
+        intervals_bps,
+        retransmits: f("/end/sum_sent/retransmits").unwrap_or(0.0) as u64,
+    })
+}
+
+/// Finds the `tollgate-shaper` binary next to the running executable (or one directory up, for
+/// test binaries under `target/*/deps`).
+pub fn shaper_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    for dir in exe.ancestors().skip(1).take(2) {
+        let p = dir.join("tollgate-shaper");
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err(LabError::Other(format!(
+        "tollgate-shaper not found next to {} (cargo build --workspace)",
+        exe.display()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique() {
+        assert_ne!(unique("a"), unique("a"));
+    }
+
+    #[test]
+    fn parses_iperf3_reports() {
+        let j = r#"{"intervals":[{"sum":{"bits_per_second":1.5e7}},{"sum":{"bits_per_second":2e7}}],
+                   "end":{"sum_received":{"bits_per_second":1.9e7},"sum_sent":{"retransmits":3}}}"#;
+        let u = parse_iperf3(j).unwrap();
+        assert_eq!(u.received_bps, 1.9e7);
+        assert_eq!(u.intervals_bps, vec![1.5e7, 2e7]);
+        assert_eq!(u.retransmits, 3);
+        assert!(parse_iperf3(r#"{"error":"unable to connect"}"#).is_err());
+        assert!(parse_iperf3("garbage").is_err());
+    }
+}

@@ -1,0 +1,391 @@
+//! End-to-end tests of tollgate-shaper in network namespaces, with real iperf3 traffic.
+//!
+//! Topology (tollgate::lab::UploadLab): client namespace with 198.51.100.10 (alpha),
+//! .20 (beta), .30 (no tenant) on eth0 <-veth-> server namespace veth-srv 198.51.100.2, where
+//! the shaper runs with TAP tg0. Skipped (with a message) without root, nft or iperf3.
+
+mod common;
+
+use common::*;
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+use tollgate::lab::{UploadLab, finish_upload};
+
+const ALPHA: &str = "198.51.100.10";
+const BETA: &str = "198.51.100.20";
+const OTHER: &str = "198.51.100.30";
+
+/// Runs `f` on a thread that has joined namespace `ns`: sockets it makes live there.
+fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let fd = std::fs::File::open(&path).expect("netns file");
+        // SAFETY: setns on this thread only, with a namespace fd we hold open.
+        let r = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+}
+
+/// Streams `total` pseudo-random bytes from `src` to the server and returns both SHA-256s.
+fn upload_and_hash(lab: &UploadLab, src: &'static str, total: usize) -> ([u8; 32], [u8; 32]) {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let server = in_netns(lab.srv.name(), move || {
+        let l = TcpListener::bind("198.51.100.2:7000").expect("bind");
+        ready_tx.send(()).expect("ready");
+        let (mut s, _) = l.accept().expect("accept");
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = s.read(&mut buf).expect("read");
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        <[u8; 32]>::from(h.finalize())
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("server ready");
+    let client = in_netns(lab.cl.name(), move || {
+        let sock = socket_from(src);
+        let mut s = sock;
+        let mut h = Sha256::new();
+        let mut x: u64 = 0x243f_6a88_85a3_08d3;
+        let mut buf = vec![0u8; 1 << 16];
+        let mut left = total;
+        while left > 0 {
+            for b in buf.chunks_exact_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                b.copy_from_slice(&x.to_le_bytes());
+            }
+            let n = left.min(buf.len());
+            s.write_all(&buf[..n]).expect("write");
+            h.update(&buf[..n]);
+            left -= n;
+        }
+        s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+        <[u8; 32]>::from(h.finalize())
+    });
+    let sent = client.join().expect("client");
+    let got = server.join().expect("server");
+    (sent, got)
+}
+
+/// A TCP connection to 198.51.100.2:7000 bound to `src`.
+fn socket_from(src: &str) -> TcpStream {
+    // std has no bind-before-connect: do it with libc on a raw socket
+    let local: SocketAddr = format!("{src}:0").parse().expect("addr");
+    let remote: SocketAddr = "198.51.100.2:7000".parse().expect("addr");
+    // SAFETY: socket/bind/connect on a fresh descriptor, sockaddr_in built in place.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let sa = |a: &SocketAddr| {
+            let SocketAddr::V4(v4) = a else {
+                unreachable!()
+            };
+            libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*v4.ip()).to_be(),
+                },
+                sin_zero: [0; 8],
+            }
+        };
+        let l = sa(&local);
+        let r = sa(&remote);
+        let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
+        assert_eq!(
+            libc::bind(fd, (&l as *const libc::sockaddr_in).cast(), len),
+            0
+        );
+        assert_eq!(
+            libc::connect(fd, (&r as *const libc::sockaddr_in).cast(), len),
+            0,
+            "connect: {}",
+            std::io::Error::last_os_error()
+        );
+        std::os::fd::FromRawFd::from_raw_fd(fd)
+    }
+}
+
+fn integrity(mode: &str) {
+    let Some(_serial) = lab(&format!("integrity_{mode}")) else {
+        return;
+    };
+    let lab = UploadLab::new("i", &[10, 20, 30]).expect("lab");
+    let cfg = config(&lab, mode, &[("alpha", "198.51.100.10/32", "2gbit")]);
+    let shaper = start_shaper(&lab, &cfg, "shaper.log");
+    let total = 50 * 1000 * 1000;
+    let (sent, got) = upload_and_hash(&lab, ALPHA, total);
+    assert_eq!(sent, got, "SHA-256 of the 50 MB upload differs");
+    // it really went through the shaper: alpha's queue sent at least the payload
+    std::thread::sleep(Duration::from_millis(1200));
+    let st = stats(&lab);
+    let through = tenant_counter(&st, "alpha", "sent_bytes");
+    assert!(
+        through >= total as u64,
+        "only {through} bytes went through the shaper: {st}"
+    );
+    assert_eq!(tenant_counter(&st, "alpha", "dropped_packets"), 0, "{st}");
+    stop_shaper(shaper);
+}
+
+#[test]
+fn upload_integrity_netdev() {
+    integrity("netdev");
+}
+
+#[test]
+fn upload_integrity_route() {
+    integrity("route");
+}
+
+fn two_tenants(mode: &str) {
+    let Some(_serial) = lab(&format!("two_tenants_{mode}")) else {
+        return;
+    };
+    let lab = UploadLab::new("r", &[10, 20, 30]).expect("lab");
+    let cfg = config(
+        &lab,
+        mode,
+        &[
+            ("alpha", "198.51.100.10/32", "20mbit"),
+            ("beta", "198.51.100.20/32", "50mbit"),
+        ],
+    );
+    let shaper = start_shaper(&lab, &cfg, "shaper.log");
+    let _s1 = lab.iperf3_server(5201).expect("server 5201");
+    let _s2 = lab.iperf3_server(5202).expect("server 5202");
+    let a = lab.iperf3_upload(10, 5201, 10).expect("alpha upload");
+    let b = lab.iperf3_upload(20, 5202, 10).expect("beta upload");
+    let a = finish_upload(a, Duration::from_secs(30)).expect("alpha result");
+    let b = finish_upload(b, Duration::from_secs(30)).expect("beta result");
+    for (name, rate, up) in [("alpha", 20e6, &a), ("beta", 50e6, &b)] {
+        let ratio = up.received_bps / rate;
+        eprintln!(
+            "{mode} {name}: {:.2} Mbit/s = {ratio:.3}x of {} Mbit/s",
+            up.received_bps / 1e6,
+            rate / 1e6
+        );
+        assert!(
+            (0.93..=1.02).contains(&ratio),
+            "{mode} {name}: goodput {:.2} Mbit/s is {ratio:.3}x of its rate",
+            up.received_bps / 1e6
+        );
+    }
+    // a source of no tenant is not shaped (far above the largest tenant rate)
+    let o = lab.iperf3_upload(30, 5201, 3).expect("unmatched upload");
+    let o = finish_upload(o, Duration::from_secs(20)).expect("unmatched result");
+    eprintln!("{mode} unmatched: {:.0} Mbit/s", o.received_bps / 1e6);
+    assert!(
+        o.received_bps > 500e6,
+        "unmatched source got only {:.1} Mbit/s",
+        o.received_bps / 1e6
+    );
+    // ARP and ping still work, for a tenant and for others
+    lab.cl
+        .ip(&["neigh", "flush", "dev", "eth0"])
+        .expect("flush neighbours");
+    lab.srv
+        .ip(&["neigh", "flush", "dev", "veth-srv"])
+        .expect("flush neighbours");
+    assert!(ping(&lab, ALPHA), "ping from alpha failed");
+    assert!(ping(&lab, OTHER), "ping from an unmatched source failed");
+    assert!(ping(&lab, BETA), "ping from beta failed");
+    stop_shaper(shaper);
+}
+
+#[test]
+fn two_tenants_get_their_rates_netdev() {
+    two_tenants("netdev");
+}
+
+#[test]
+fn two_tenants_get_their_rates_route() {
+    two_tenants("route");
+}
+
+#[test]
+fn route_mode_fails_open_on_sigkill() {
+    let Some(_serial) = lab("route_mode_fails_open_on_sigkill") else {
+        return;
+    };
+    let lab = UploadLab::new("k", &[10]).expect("lab");
+    let before = lab.srv.snapshot().expect("snapshot");
+    let cfg = config(&lab, "route", &[("alpha", "198.51.100.10/32", "20mbit")]);
+    let shaper = start_shaper(&lab, &cfg, "shaper.log");
+    let _srv = lab.iperf3_server(5201).expect("server");
+    let up = lab.iperf3_upload(10, 5201, 8).expect("upload");
+    std::thread::sleep(Duration::from_millis(3000));
+    shaper.signal(libc::SIGKILL);
+    let up = finish_upload(up, Duration::from_secs(30)).expect("upload result");
+    drop(shaper);
+    let iv: Vec<f64> = up.intervals_bps.iter().map(|b| b / 1e6).collect();
+    eprintln!("route SIGKILL at 3 s, Mbit/s per second: {iv:.1?}");
+    assert!(iv.len() >= 8, "{iv:?}");
+    assert!(iv[1] < 25.0, "shaped before the kill: {iv:?}");
+    // killed at 3.0 s: from 4 s on the upload runs unshaped
+    for (i, v) in iv.iter().enumerate().skip(4) {
+        assert!(
+            *v > 200.0,
+            "second {i} after the kill is still slow: {iv:?}"
+        );
+    }
+    // restart after SIGKILL cleans up and shapes again; SIGTERM then restores everything
+    let shaper = start_shaper(&lab, &cfg, "shaper2.log");
+    let up = lab.iperf3_upload(10, 5201, 3).expect("upload");
+    let up = finish_upload(up, Duration::from_secs(20)).expect("upload result");
+    assert!(
+        up.received_bps < 22e6,
+        "not shaped after restart: {:.1} Mbit/s",
+        up.received_bps / 1e6
+    );
+    stop_shaper(shaper);
+    assert_eq!(
+        before,
+        lab.srv.snapshot().expect("snapshot"),
+        "namespace not restored"
+    );
+}
+
+#[test]
+fn netdev_mode_fails_closed_and_restart_restores() {
+    let Some(_serial) = lab("netdev_mode_fails_closed_and_restart_restores") else {
+        return;
+    };
+    let lab = UploadLab::new("n", &[10, 30]).expect("lab");
+    let before = lab.srv.snapshot().expect("snapshot");
+    let cfg = config(&lab, "netdev", &[("alpha", "198.51.100.10/32", "20mbit")]);
+    let shaper = start_shaper(&lab, &cfg, "shaper.log");
+    assert!(ping(&lab, ALPHA));
+    shaper.signal(libc::SIGKILL);
+    drop(shaper);
+    // fails closed: the tenant's traffic is dropped while the daemon is down; others are not
+    assert!(!ping(&lab, ALPHA), "netdev mode should fail closed");
+    assert!(
+        ping(&lab, OTHER),
+        "an unmatched source must not be affected"
+    );
+    let shaper = start_shaper(&lab, &cfg, "shaper2.log");
+    assert!(ping(&lab, ALPHA), "restart did not restore service");
+    let ruleset = lab.srv.exec("nft", &["list", "ruleset"]).expect("nft");
+    assert_eq!(ruleset.matches("table netdev").count(), 1, "{ruleset}");
+    assert_eq!(
+        ruleset.matches("fwd to").count(),
+        1,
+        "duplicate rules:\n{ruleset}"
+    );
+    let _srv = lab.iperf3_server(5201).expect("server");
+    let up = lab.iperf3_upload(10, 5201, 4).expect("upload");
+    let up = finish_upload(up, Duration::from_secs(20)).expect("upload result");
+    let ratio = up.received_bps / 20e6;
+    assert!((0.85..=1.05).contains(&ratio), "after restart: {ratio:.3}x");
+    stop_shaper(shaper);
+    assert_eq!(
+        before,
+        lab.srv.snapshot().expect("snapshot"),
+        "namespace not restored"
+    );
+}
+
+fn sigterm_restores(mode: &str) {
+    let Some(_serial) = lab(&format!("sigterm_restores_{mode}")) else {
+        return;
+    };
+    let lab = UploadLab::new("t", &[10]).expect("lab");
+    // a distro-like strict setting: the shaper must lower `all` without weakening veth-srv
+    lab.srv
+        .sysctl("net.ipv4.conf.all.rp_filter", "2")
+        .expect("sysctl");
+    lab.srv
+        .sysctl("net.ipv4.conf.veth-srv.rp_filter", "0")
+        .expect("sysctl");
+    let before = lab.srv.snapshot().expect("snapshot");
+    let cfg = config(&lab, mode, &[("alpha", "198.51.100.10/32", "100mbit")]);
+    let shaper = start_shaper(&lab, &cfg, "shaper.log");
+    assert_eq!(
+        lab.srv.read_sysctl("net.ipv4.conf.all.rp_filter").unwrap(),
+        "0"
+    );
+    assert_eq!(
+        lab.srv
+            .read_sysctl("net.ipv4.conf.veth-srv.rp_filter")
+            .unwrap(),
+        "2"
+    );
+    assert!(ping(&lab, ALPHA), "ping through the shaper");
+    let during = lab.srv.snapshot().expect("snapshot");
+    assert_ne!(before, during);
+    // a second daemon with the same config refuses and disturbs nothing
+    let path = lab.dir.path().join("tollgate.toml");
+    let second = lab
+        .srv
+        .command(shaper_bin())
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("second shaper");
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("in use"), "{err}");
+    assert_eq!(
+        during,
+        lab.srv.snapshot().expect("snapshot"),
+        "the second daemon changed something"
+    );
+    stop_shaper(shaper);
+    assert_eq!(
+        before,
+        lab.srv.snapshot().expect("snapshot"),
+        "namespace not restored"
+    );
+}
+
+#[test]
+fn sigterm_restores_namespace_netdev() {
+    sigterm_restores("netdev");
+}
+
+#[test]
+fn sigterm_restores_namespace_route() {
+    sigterm_restores("route");
+}
+
+#[test]
+fn bad_config_touches_nothing() {
+    let Some(_serial) = lab("bad_config_touches_nothing") else {
+        return;
+    };
+    let lab = UploadLab::new("b", &[10]).expect("lab");
+    let before = lab.srv.snapshot().expect("snapshot");
+    let cfg = config(&lab, "route", &[("alpha", "198.51.100.10/32", "20mbit")])
+        .replace("interface = \"veth-srv\"", "interface = \"veth-nope\"");
+    let path = lab.dir.path().join("bad.toml");
+    std::fs::write(&path, cfg).expect("write");
+    let out = lab
+        .srv
+        .command(shaper_bin())
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("shaper");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(":2:") && err.contains("shaper.interface") && err.contains("veth-nope"),
+        "{err}"
+    );
+    assert_eq!(before, lab.srv.snapshot().expect("snapshot"));
+}
