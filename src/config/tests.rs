@@ -1,23 +1,7 @@
 use super::*;
 
 /// The example from the shaper issue, verbatim: it must keep working.
-pub const ISSUE_EXAMPLE: &str = r#"[shaper]
-interface = "veth-srv"   # where tenant traffic enters this host
-tap = "tg0"              # the intermediate device
-redirect = "netdev"      # "netdev" | "route"
-
-[[tenant]]
-name = "alpha"
-sources = ["198.51.100.10/32"]
-upload = "20mbit"        # tc(8) units: bit kbit mbit gbit tbit; bps kbps mbps gbps = BYTES/s
-
-[[tenant]]
-name = "beta"
-sources = ["198.51.100.20/32", "198.51.100.128/25"]
-upload = "50mbit"
-burst = "256kb"          # optional; default sized from the rate and at least one GSO frame
-queue = "2mb"            # optional byte limit of the tenant queue; tail drop beyond it
-"#;
+pub const ISSUE_EXAMPLE: &str = include_str!("../../examples/shaper.toml");
 
 fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::parse(text, Path::new("t.toml"))

@@ -1,0 +1,50 @@
+//! The `tollgate` command line: `check` accepts the example and names the key and line of a
+//! problem. Needs no root.
+
+mod common;
+
+use std::process::Command;
+
+fn check(text: &str) -> std::process::Output {
+    let dir = tollgate::lab::TempDir::new("cli").expect("tempdir");
+    let path = dir.path().join("t.toml");
+    std::fs::write(&path, text).expect("write");
+    Command::new(common::tollgate_bin())
+        .args(["check", "--offline", "--config"])
+        .arg(&path)
+        .output()
+        .expect("tollgate check")
+}
+
+#[test]
+fn check_accepts_the_example() {
+    let out = check(include_str!("../examples/shaper.toml"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("tenant alpha") && text.contains("20.000Mbit"), "{text}");
+}
+
+#[test]
+fn check_names_key_and_line() {
+    let bad = include_str!("../examples/shaper.toml").replace("\"50mbit\"", "\"50 parsecs\"");
+    let out = check(&bad);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("t.toml:14:") && err.contains("tenant[1].upload"), "{err}");
+}
+
+#[test]
+fn check_refuses_missing_devices_unless_offline() {
+    let dir = tollgate::lab::TempDir::new("cli").expect("tempdir");
+    let path = dir.path().join("t.toml");
+    let text = include_str!("../examples/shaper.toml").replace("veth-srv", "tg-no-such-if");
+    std::fs::write(&path, text).expect("write");
+    let out = Command::new(common::tollgate_bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("tollgate check");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("shaper.interface") && err.contains("does not exist"), "{err}");
+}
