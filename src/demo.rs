@@ -34,10 +34,16 @@ pub fn run(mode: Option<&str>, seconds: u32) -> anyhow::Result<()> {
         lab.srv.name(),
         shaper_cfg.interface
     );
-    println!("shaper: {} redirect through TAP {}", format!("{:?}", shaper_cfg.redirect).to_lowercase(), shaper_cfg.tap);
+    println!(
+        "shaper: {} redirect through TAP {}",
+        format!("{:?}", shaper_cfg.redirect).to_lowercase(),
+        shaper_cfg.tap
+    );
 
     let mut cmd = lab.srv.command(&bin);
-    cmd.arg("--config").arg(&path).env("RUST_LOG", "warn,shaper=info");
+    cmd.arg("--config")
+        .arg(&path)
+        .env("RUST_LOG", "warn,shaper=info");
     let log = lab.dir.path().join("shaper.log");
     let mut shaper = Proc::spawn(cmd, &log)?;
     let up = lab::wait_until(Duration::from_secs(10), || {
@@ -61,7 +67,10 @@ pub fn run(mode: Option<&str>, seconds: u32) -> anyhow::Result<()> {
     let status = shaper.wait_timeout(Duration::from_secs(10))?;
 
     println!();
-    println!("{:<8} {:<36} {:>12} {:>16} {:>7}", "tenant", "sources", "configured", "achieved", "ratio");
+    println!(
+        "{:<8} {:<36} {:>12} {:>16} {:>7}",
+        "tenant", "sources", "configured", "achieved", "ratio"
+    );
     let mut ok = true;
     for (t, up) in config.tenants.iter().zip([&a, &b]) {
         let rate = t.shaping.map(|s| s.rate).unwrap_or(0);
@@ -81,17 +90,29 @@ pub fn run(mode: Option<&str>, seconds: u32) -> anyhow::Result<()> {
     }
     println!(
         "{:<8} {:<36} {:>12} {:>11.3}Mbit",
-        "-", "198.51.100.30 (no tenant)", "unshaped", o.received_bps / 1e6
+        "-",
+        "198.51.100.30 (no tenant)",
+        "unshaped",
+        o.received_bps / 1e6
     );
     println!();
-    println!("achieved = iperf3 receiver goodput (TCP payload); a rate counts whole IP packets, so");
+    println!(
+        "achieved = iperf3 receiver goodput (TCP payload); a rate counts whole IP packets, so"
+    );
     println!("the ideal goodput at MTU 1500 is 1448/1500 = 0.965x of the configured rate.");
     match status {
         Some(s) if s.success() => println!("shaper stopped cleanly; namespaces removed."),
-        other => bail!("tollgate-shaper did not stop cleanly ({other:?}):\n{}", shaper.log_text()),
+        other => bail!(
+            "tollgate-shaper did not stop cleanly ({other:?}):\n{}",
+            shaper.log_text()
+        ),
     }
     if !ok {
-        bail!("a tenant's goodput was outside {:.2}-{:.2}x of its rate", BAND.0, BAND.1);
+        bail!(
+            "a tenant's goodput was outside {:.2}-{:.2}x of its rate",
+            BAND.0,
+            BAND.1
+        );
     }
     Ok(())
 }

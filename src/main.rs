@@ -8,7 +8,10 @@ use std::path::PathBuf;
 use tollgate::config::{Config, units::format_rate};
 
 #[derive(Parser)]
-#[command(version, about = "Multi-tenant Linux gateway: control plane and ingress shaping")]
+#[command(
+    version,
+    about = "Multi-tenant Linux gateway: control plane and ingress shaping"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -81,7 +84,11 @@ fn check(path: &PathBuf, offline: bool) -> anyhow::Result<()> {
                 s.burst,
                 s.queue
             ),
-            None => println!("tenant {}: sources {} (not shaped)", t.name, sources.join(",")),
+            None => println!(
+                "tenant {}: sources {} (not shaped)",
+                t.name,
+                sources.join(",")
+            ),
         }
     }
     println!("{}: OK", path.display());

@@ -19,9 +19,16 @@ fn check(text: &str) -> std::process::Output {
 #[test]
 fn check_accepts_the_example() {
     let out = check(include_str!("../examples/shaper.toml"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("tenant alpha") && text.contains("20.000Mbit"), "{text}");
+    assert!(
+        text.contains("tenant alpha") && text.contains("20.000Mbit"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -30,7 +37,10 @@ fn check_names_key_and_line() {
     let out = check(&bad);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("t.toml:14:") && err.contains("tenant[1].upload"), "{err}");
+    assert!(
+        err.contains("t.toml:14:") && err.contains("tenant[1].upload"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -46,5 +56,8 @@ fn check_refuses_missing_devices_unless_offline() {
         .expect("tollgate check");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("shaper.interface") && err.contains("does not exist"), "{err}");
+    assert!(
+        err.contains("shaper.interface") && err.contains("does not exist"),
+        "{err}"
+    );
 }

@@ -5,6 +5,7 @@
 //! checks what serde cannot (units, prefixes, overlaps, duplicates). Every error names the file,
 //! line, column and key, and nothing touches the kernel before this has succeeded.
 
+mod gateway;
 mod net;
 mod raw;
 pub mod units;
@@ -13,6 +14,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use gateway::{FwMatch, GatewayConfig, Isolation, Offload, TenantGateway, Tunnel, TunnelMode};
 pub use net::Ipv4Net;
 use raw::{RawConfig, RawShaper, RawTenant};
 use thiserror::Error;
@@ -87,7 +89,7 @@ pub struct Shaping {
 }
 
 /// An inclusive range of destination ports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct PortRange {
     pub first: u16,
     pub last: u16,
@@ -110,12 +112,15 @@ pub struct Tenant {
     pub ports: Vec<PortRange>,
     /// Ingress devices; empty = the shaper's `interface`.
     pub interfaces: Vec<String>,
+    /// The tenant's gateway settings (VRF, tunnel, EIPs, firewall); None without [gateway].
+    pub gateway: Option<TenantGateway>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub path: PathBuf,
     pub shaper: Option<ShaperConfig>,
+    pub gateway: Option<GatewayConfig>,
     pub tenants: Vec<Tenant>,
 }
 
@@ -145,29 +150,49 @@ impl Config {
                 message: e.message().trim().to_string(),
             }
         })?;
+        let gateway = match &raw.gateway {
+            Some(g) => Some(cx.gateway(g)?),
+            None => None,
+        };
         let tenants = raw
             .tenant
             .iter()
             .enumerate()
-            .map(|(i, t)| cx.tenant(i, t))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|(i, t)| {
+                let mut tenant = cx.tenant(i, t)?;
+                tenant.gateway = cx.tenant_gateway(i, t, gateway.as_ref())?;
+                Ok(tenant)
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
         cx.check_tenants(&raw.tenant, &tenants)?;
         let shaper = match &raw.shaper {
             Some(s) => Some(cx.shaper(s, &raw.tenant, &tenants)?),
             None => None,
         };
+        cx.check_gateway_tenants(&raw.tenant, &tenants, shaper.as_ref().map(|s| s.table))?;
         Ok(Config {
             path: path.to_path_buf(),
             shaper,
+            gateway,
             tenants,
         })
     }
 
-    /// Tenants the shaper queues (those with `upload`).
+    /// Tenants the shaper queues: those with `upload` and `sources`. (A gateway tenant's
+    /// `upload` without `sources` is not shaped yet: its traffic is told apart by tunnel device,
+    /// which the TAP does not carry.)
     pub fn shaped_tenants(&self) -> impl Iterator<Item = (&Tenant, Shaping)> {
         self.tenants
             .iter()
+            .filter(|t| !t.sources.is_empty())
             .filter_map(|t| t.shaping.map(|s| (t, s)))
+    }
+
+    /// Tenants of the gateway, with their gateway settings.
+    pub fn gateway_tenants(&self) -> impl Iterator<Item = (&Tenant, &TenantGateway)> {
+        self.tenants
+            .iter()
+            .filter_map(|t| t.gateway.as_ref().map(|g| (t, g)))
     }
 
     /// The devices a tenant's traffic can enter on.
@@ -189,15 +214,29 @@ impl Config {
         text: &str,
         exists: impl Fn(&str) -> bool,
     ) -> Result<(), ConfigError> {
-        let Some(shaper) = &self.shaper else {
-            return Ok(());
-        };
         let cx = Cx {
             text,
             path: &self.path,
         };
         let raw: RawConfig = toml::from_str(text).map_err(|e| cx.err_at(0, "", e.message()))?;
         let missing = |name: &str| format!("device {name:?} does not exist");
+        if let (Some(g), Some(rg)) = (&self.gateway, &raw.gateway) {
+            for (dev, span, key) in [
+                (&g.public, rg.get_ref().public.span(), "gateway.public"),
+                (
+                    &g.underlay,
+                    rg.get_ref().underlay.span(),
+                    "gateway.underlay",
+                ),
+            ] {
+                if !exists(dev) {
+                    return Err(cx.err_at(span.start, key, &missing(dev)));
+                }
+            }
+        }
+        let Some(shaper) = &self.shaper else {
+            return Ok(());
+        };
         if !exists(&shaper.interface) {
             let span = raw.shaper.as_ref().map(|s| s.get_ref().interface.span());
             return Err(cx.err_at(
@@ -319,7 +358,7 @@ impl Cx<'_> {
                 })
             }
         };
-        if shaping.is_some() && sources.is_empty() {
+        if shaping.is_some() && sources.is_empty() && r.id.is_none() {
             return Err(self.err(
                 t,
                 &key("sources"),
@@ -346,6 +385,7 @@ impl Cx<'_> {
             shaping,
             ports,
             interfaces,
+            gateway: None,
         })
     }
 
@@ -429,11 +469,14 @@ impl Cx<'_> {
                 ));
             }
         }
-        if !tenants.iter().any(|t| t.shaping.is_some()) {
+        if !tenants
+            .iter()
+            .any(|t| t.shaping.is_some() && !t.sources.is_empty())
+        {
             return Err(self.err(
                 s,
                 "shaper",
-                "no tenant has `upload`: there is nothing to shape",
+                "no tenant has `upload` and `sources`: there is nothing to shape",
             ));
         }
         let table = r.table.as_ref().map(|t| *t.get_ref()).unwrap_or(7468);

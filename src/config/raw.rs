@@ -2,12 +2,14 @@
 //! unknown keys are refused (`deny_unknown_fields`).
 
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use toml::Spanned;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
     pub shaper: Option<Spanned<RawShaper>>,
+    pub gateway: Option<Spanned<RawGateway>>,
     #[serde(default)]
     pub tenant: Vec<Spanned<RawTenant>>,
 }
@@ -34,6 +36,30 @@ pub(super) struct RawTenant {
     pub queue: Option<Spanned<String>>,
     pub ports: Option<Spanned<Vec<Spanned<RawPort>>>>,
     pub interfaces: Option<Spanned<Vec<Spanned<String>>>>,
+    // gateway keys
+    pub id: Option<Spanned<i64>>,
+    pub peer: Option<Spanned<String>>,
+    pub networks: Option<Spanned<Vec<Spanned<String>>>>,
+    pub gateway_ip: Option<Spanned<String>>,
+    pub eips: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
+    pub allow_in: Option<Spanned<Vec<Spanned<String>>>>,
+    pub deny_out: Option<Spanned<Vec<Spanned<String>>>>,
+    pub peer_mac: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGateway {
+    pub public: Spanned<String>,
+    pub underlay: Spanned<String>,
+    pub underlay_address: Spanned<String>,
+    pub tunnel: Spanned<String>,
+    pub tunnel_mode: Spanned<String>,
+    pub isolation: Spanned<String>,
+    pub offload: Option<Spanned<String>>,
+    pub public_gateway: Option<Spanned<String>>,
+    pub vxlan_port: Option<Spanned<i64>>,
+    pub rule_priority: Option<Spanned<i64>>,
 }
 
 /// `22` or `"8000-8100"`.

@@ -155,3 +155,119 @@ fn error_display_has_file_line_key() {
     assert!(s.starts_with("t.toml:9:"), "{s}");
     assert!(s.contains("tenant[0].upload"), "{s}");
 }
+
+const GATEWAY_EXAMPLE: &str = include_str!("../../examples/gateway.toml");
+
+#[test]
+fn gateway_example_parses() {
+    let c = parse(GATEWAY_EXAMPLE).unwrap();
+    let g = c.gateway.as_ref().unwrap();
+    assert_eq!(g.public, "eth-pub");
+    assert_eq!(g.tunnel, Tunnel::Gretap);
+    assert_eq!(g.tunnel_mode, TunnelMode::External);
+    assert_eq!(g.isolation, Isolation::Vrf);
+    assert_eq!(g.offload, Offload::Auto);
+    let t: Vec<_> = c.gateway_tenants().collect();
+    assert_eq!(t.len(), 2);
+    let u1 = t[0].1;
+    assert_eq!(u1.id, 1000);
+    assert_eq!(
+        u1.eips,
+        vec![("203.0.113.11".parse().unwrap(), "10.0.0.7".parse().unwrap())]
+    );
+    assert_eq!(u1.gateway_prefix, 24);
+    assert_eq!(
+        u1.allow_in,
+        vec![
+            FwMatch::Tcp {
+                ports: Some(PortRange {
+                    first: 22,
+                    last: 22
+                })
+            },
+            FwMatch::Icmp
+        ]
+    );
+    // upload without sources on a gateway tenant is accepted, and not shaped by the shaper
+    assert!(c.tenants[0].shaping.is_some());
+    assert_eq!(c.shaped_tenants().count(), 0);
+}
+
+#[test]
+fn gateway_errors_name_key_and_line() {
+    let cases = [
+        (
+            "\"203.0.113.12\" = \"10.0.0.7\"",
+            "\"203.0.113.11\" = \"10.0.0.7\"",
+            "tenant[1].eips",
+            "also",
+        ),
+        ("id = 2000", "id = 1000", "tenant[1].id", "duplicate"),
+        ("id = 2000", "id = 66536", "tenant[1].id", "zone"),
+        (
+            "allow_in = [\"tcp/23\", \"icmp\"]",
+            "allow_in = [\"tcp/99999\"]",
+            "tenant[1].allow_in",
+            "65535",
+        ),
+        (
+            "deny_out = [\"tcp/23\"]",
+            "deny_out = [\"sctp/1\"]",
+            "tenant[1].deny_out",
+            "expected",
+        ),
+        (
+            "tunnel = \"gretap\"",
+            "tunnel = \"geneve\"",
+            "gateway.tunnel",
+            "expected",
+        ),
+        (
+            "isolation = \"vrf\"",
+            "isolation = \"netns\"",
+            "gateway.isolation",
+            "expected",
+        ),
+        (
+            "gateway_ip = \"10.0.0.1/24\"  #",
+            "gateway_ip = \"10.1.0.1/24\"  #",
+            "tenant[0].gateway_ip",
+            "inside",
+        ),
+        (
+            "\"203.0.113.11\" = \"10.0.0.7\"",
+            "\"203.0.113.11\" = \"10.9.0.7\"",
+            "tenant[0].eips",
+            "inside",
+        ),
+        (
+            "peer_mac = \"02:00:00:00:20:07\"",
+            "peer_mac = \"zz\"",
+            "tenant[1].peer_mac",
+            "MAC",
+        ),
+        (
+            "underlay_address = \"172.31.0.1\"",
+            "underlay_address = \"172.31.0\"",
+            "gateway.underlay_address",
+            "IPv4",
+        ),
+    ];
+    for (from, to, key, word) in cases {
+        assert!(GATEWAY_EXAMPLE.contains(from), "{from}");
+        let e = err(&GATEWAY_EXAMPLE.replacen(from, to, 1));
+        assert_eq!(e.key, key, "{to}: {e}");
+        assert!(e.message.contains(word), "{to}: {e}");
+        assert!(e.line > 0, "{e}");
+    }
+    let e =
+        err(&GATEWAY_EXAMPLE.replace("offload = \"auto\"", "offload = \"auto\"\nflowtable = 1"));
+    assert_eq!(e.line, 9, "{e}");
+    assert!(e.message.contains("flowtable"), "{e}");
+    // gateway keys without [gateway]
+    let e = err("[[tenant]]\nname = \"a\"\nid = 1\n");
+    assert!(e.message.contains("[gateway]"), "{e}");
+    // a missing required key is named
+    let e = err(&GATEWAY_EXAMPLE.replacen("peer = \"172.31.0.12\"\n", "", 1));
+    assert_eq!(e.key, "tenant[1].peer", "{e}");
+}
