@@ -1,6 +1,7 @@
 //! `tollgate`: validate the config, and run the demo lab.
 
 mod demo;
+mod gateway_cli;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -27,6 +28,31 @@ enum Cmd {
         #[arg(long)]
         offline: bool,
     },
+    /// Print what `apply` would change; exit 0 when nothing, 2 when there are changes.
+    Plan {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Also print the nftables ruleset that apply would load.
+        #[arg(long)]
+        ruleset: bool,
+    },
+    /// Converge the kernel to the config (prints the plan first); a second apply changes nothing.
+    Apply {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print each tenant's devices, routes, EIPs, firewall counters and offload state.
+    Show {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove everything tollgate made (and nothing else); restore the sysctls it changed.
+    Destroy {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Build a lab in network namespaces, shape two tenants' uploads, print configured vs
     /// achieved rates, and clean up. Needs root, iperf3 and nft.
     Demo {
@@ -50,8 +76,13 @@ fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
         Cmd::Check { config, offline } => check(&config, offline),
         Cmd::Demo { mode, seconds } => demo::run(mode.as_deref(), seconds),
+        Cmd::Plan { config, ruleset } => gateway_cli::plan(&config, ruleset),
+        Cmd::Apply { config } => gateway_cli::apply(&config),
+        Cmd::Show { config, json } => gateway_cli::show(&config, json),
+        Cmd::Destroy { config } => gateway_cli::destroy(&config),
     };
     match result {
+        Ok(()) if gateway_cli::changes_pending() => std::process::ExitCode::from(2),
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tollgate: {e:#}");
@@ -95,6 +126,6 @@ fn check(path: &PathBuf, offline: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn device_exists(name: &str) -> bool {
+pub(crate) fn device_exists(name: &str) -> bool {
     std::path::Path::new("/sys/class/net").join(name).exists()
 }

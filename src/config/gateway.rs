@@ -58,6 +58,8 @@ pub struct GatewayConfig {
     pub vxlan_port: u16,
     /// Priority of tollgate's ip rules (EIP fwmark, and in table isolation the tenant rules).
     pub rule_priority: u32,
+    /// Where apply records the sysctl values it changed, for destroy to restore.
+    pub state_dir: std::path::PathBuf,
 }
 
 /// One firewall selector: `icmp`, `tcp/22`, `udp/53`, `tcp/8000-8100`, `tcp`, `udp`.
@@ -228,6 +230,11 @@ impl Cx<'_> {
             },
             vxlan_port,
             rule_priority,
+            state_dir: r
+                .state_dir
+                .as_ref()
+                .map(|d| std::path::PathBuf::from(d.get_ref()))
+                .unwrap_or_else(|| std::path::PathBuf::from("/run/tollgate")),
         })
     }
 

@@ -60,6 +60,7 @@ pub(super) struct RawGateway {
     pub public_gateway: Option<Spanned<String>>,
     pub vxlan_port: Option<Spanned<i64>>,
     pub rule_priority: Option<Spanned<i64>>,
+    pub state_dir: Option<Spanned<String>>,
 }
 
 /// `22` or `"8000-8100"`.

@@ -1,0 +1,365 @@
+//! Config -> the kernel objects the gateway should consist of. Pure: the only input from the
+//! kernel is the public device's own subnets (so tenants can reach them), passed in.
+//!
+//! Per tenant (id = tunnel key = routing table = packet mark; zone = id mod 65536):
+//! - isolation "vrf": VRF `tgv<id>` with table id; "table": the table alone, chosen by rules.
+//! - tunnel_mode "per-tenant": keyed device `tgt<id>` (remote = peer) holding `gateway_ip`,
+//!   enslaved to the VRF; routes `network dev tgt<id>`.
+//! - tunnel_mode "external": one collect_md device `tgtun` for everyone, holding each gateway
+//!   IP as /32; routes `network via 169.254.Z onlink encap ip id <id> dst <peer> key dev tgtun`
+//!   with one permanent neighbour 169.254.Z -> peer_mac per tenant (a shared L2 device cannot
+//!   ARP overlapping tenant addresses). Received packets are told apart by their outer source:
+//!   nft marks the underlay packet, the mark survives decapsulation; a rule checks the key too.
+//! - every tenant: `fwmark <id> lookup <id>` (EIP traffic, and replies the gateway itself
+//!   sends, via fwmark_reflect), the public device's subnets and optional default route in the
+//!   tenant table, DNAT/SNAT of its EIPs, a conntrack zone, its firewall chains.
+
+use super::model::*;
+use crate::config::{
+    Config, FwMatch, GatewayConfig, Ipv4Net, Isolation, TenantGateway, Tunnel, TunnelMode,
+};
+use std::collections::BTreeSet;
+use std::fmt::Write;
+use std::net::Ipv4Addr;
+
+pub const EXTERNAL_DEV: &str = "tgtun";
+
+pub fn vrf_name(id: u32) -> String {
+    format!("tgv{id}")
+}
+
+pub fn tunnel_name(id: u32) -> String {
+    format!("tgt{id}")
+}
+
+/// The per-tenant next hop on the shared external device (unique: zones are unique).
+pub fn external_nexthop(g: &TenantGateway) -> Ipv4Addr {
+    let z = g.zone();
+    Ipv4Addr::new(169, 254, (z >> 8) as u8, (z & 0xff) as u8)
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Desired {
+    pub links: Vec<Link>,
+    pub addresses: BTreeSet<Address>,
+    pub routes: BTreeSet<Route>,
+    pub rules: BTreeSet<Rule>,
+    pub neighs: BTreeSet<Neigh>,
+    pub sysctls: Vec<Sysctl>,
+    /// The nftables ruleset in nft's own language (one atomic `nft -f`).
+    pub ruleset: String,
+    /// Digest of `ruleset`, carried in a rule comment to recognise the applied version.
+    pub ruleset_digest: String,
+}
+
+/// The device a tenant's traffic leaves the gateway on, towards the tenant.
+pub fn tenant_device(gw: &GatewayConfig, g: &TenantGateway) -> String {
+    match gw.tunnel_mode {
+        TunnelMode::PerTenant => tunnel_name(g.id),
+        TunnelMode::External => EXTERNAL_DEV.to_string(),
+    }
+}
+
+pub fn build(config: &Config, public_subnets: &[Ipv4Net], offload: bool) -> Desired {
+    let mut d = Desired::default();
+    let Some(gw) = &config.gateway else {
+        return d;
+    };
+    let tenants: Vec<_> = config.gateway_tenants().collect();
+    let p = gw.rule_priority;
+    if gw.tunnel_mode == TunnelMode::External {
+        d.links.push(Link {
+            name: EXTERNAL_DEV.into(),
+            kind: match gw.tunnel {
+                Tunnel::Vxlan => LinkKind::Vxlan {
+                    vni: None,
+                    local: gw.underlay_address,
+                    remote: None,
+                    port: gw.vxlan_port,
+                    underlay: gw.underlay.clone(),
+                },
+                Tunnel::Gretap => LinkKind::Gretap {
+                    key: None,
+                    local: None,
+                    remote: None,
+                },
+            },
+            master: None,
+        });
+        d.rules.insert(Rule {
+            priority: p + 1,
+            iif: Some(EXTERNAL_DEV.into()),
+            fwmark: None,
+            tun_id: None,
+            action: RuleAction::Prohibit,
+        });
+    }
+    for (_, g) in &tenants {
+        let vrf = (gw.isolation == Isolation::Vrf).then(|| vrf_name(g.id));
+        if let Some(v) = &vrf {
+            d.links.push(Link {
+                name: v.clone(),
+                kind: LinkKind::Vrf { table: g.id },
+                master: None,
+            });
+        }
+        let dev = tenant_device(gw, g);
+        match gw.tunnel_mode {
+            TunnelMode::PerTenant => {
+                d.links.push(Link {
+                    name: dev.clone(),
+                    kind: match gw.tunnel {
+                        Tunnel::Vxlan => LinkKind::Vxlan {
+                            vni: Some(g.id),
+                            local: gw.underlay_address,
+                            remote: Some(g.peer),
+                            port: gw.vxlan_port,
+                            underlay: gw.underlay.clone(),
+                        },
+                        Tunnel::Gretap => LinkKind::Gretap {
+                            key: Some(g.id),
+                            local: Some(gw.underlay_address),
+                            remote: Some(g.peer),
+                        },
+                    },
+                    master: vrf.clone(),
+                });
+                d.addresses.insert(Address {
+                    dev: dev.clone(),
+                    addr: g.gateway_ip,
+                    prefix: g.gateway_prefix,
+                });
+                for n in &g.networks {
+                    d.routes.insert(Route {
+                        table: g.id,
+                        dst: *n,
+                        dev: dev.clone(),
+                        via: None,
+                        encap: None,
+                    });
+                }
+            }
+            TunnelMode::External => {
+                d.addresses.insert(Address {
+                    dev: dev.clone(),
+                    addr: g.gateway_ip,
+                    prefix: 32,
+                });
+                let nh = external_nexthop(g);
+                d.neighs.insert(Neigh {
+                    dev: dev.clone(),
+                    ip: nh,
+                    mac: g.peer_mac.unwrap_or([2, 0, 0, 0, 0, 1]),
+                });
+                for n in &g.networks {
+                    d.routes.insert(Route {
+                        table: g.id,
+                        dst: *n,
+                        dev: dev.clone(),
+                        via: Some(nh),
+                        encap: Some(Encap {
+                            id: g.id,
+                            dst: g.peer,
+                        }),
+                    });
+                }
+                d.rules.insert(Rule {
+                    priority: p,
+                    iif: Some(EXTERNAL_DEV.into()),
+                    fwmark: Some(g.id),
+                    tun_id: Some(g.id),
+                    action: RuleAction::Lookup(g.id),
+                });
+            }
+        }
+        d.rules.insert(Rule {
+            priority: p + 2,
+            iif: None,
+            fwmark: Some(g.id),
+            tun_id: None,
+            action: RuleAction::Lookup(g.id),
+        });
+        for s in public_subnets {
+            d.routes.insert(Route {
+                table: g.id,
+                dst: *s,
+                dev: gw.public.clone(),
+                via: None,
+                encap: None,
+            });
+        }
+        if let Some(nh) = gw.public_gateway {
+            d.routes.insert(Route {
+                table: g.id,
+                dst: Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).expect("0/0"),
+                dev: gw.public.clone(),
+                via: Some(nh),
+                encap: None,
+            });
+        }
+    }
+    // Dedup the external device's addresses (tenants may share a gateway IP).
+    for (k, v) in [
+        ("net.ipv4.ip_forward", "1"),
+        // replies the gateway generates (ICMP, TCP resets) carry the tenant's mark -> its table
+        ("net.ipv4.fwmark_reflect", "1"),
+        ("net.ipv4.tcp_fwmark_accept", "1"),
+        // reverse-path checks look in the tenant's table (by mark), not in main
+        ("net.ipv4.conf.all.src_valid_mark", "1"),
+    ] {
+        d.sysctls.push(Sysctl {
+            key: k.into(),
+            value: v.into(),
+        });
+    }
+    d.ruleset = ruleset(gw, &tenants, offload);
+    d.ruleset_digest = digest(&d.ruleset);
+    d.ruleset = d.ruleset.replace("@DIGEST@", &d.ruleset_digest);
+    d
+}
+
+/// FNV-1a 64, hex: enough to recognise our own ruleset, not a security property.
+pub fn digest(s: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+fn chain_name(prefix: &str, tenant: &str) -> String {
+    format!("{prefix}_{}", tenant.replace('-', "_"))
+}
+
+fn fw_expr(m: &FwMatch) -> String {
+    let ports = |p: &Option<crate::config::PortRange>| match p {
+        None => String::new(),
+        Some(r) if r.first == r.last => format!(" dport {}", r.first),
+        Some(r) => format!(" dport {}-{}", r.first, r.last),
+    };
+    match m {
+        FwMatch::Icmp => "meta l4proto icmp".into(),
+        FwMatch::Tcp { ports: p } if p.is_some() => format!("tcp{}", ports(p)),
+        FwMatch::Udp { ports: p } if p.is_some() => format!("udp{}", ports(p)),
+        FwMatch::Tcp { .. } => "meta l4proto tcp".into(),
+        FwMatch::Udp { .. } => "meta l4proto udp".into(),
+    }
+}
+
+fn map<T: std::fmt::Display, U: std::fmt::Display>(pairs: impl IntoIterator<Item = (T, U)>) -> String {
+    let items: Vec<String> = pairs.into_iter().map(|(k, v)| format!("{k} : {v}")).collect();
+    format!("{{ {} }}", items.join(", "))
+}
+
+fn ruleset(gw: &GatewayConfig, tenants: &[(&crate::config::Tenant, &TenantGateway)], offload: bool) -> String {
+    let mut s = String::new();
+    let public = &gw.public;
+    let eips: Vec<(Ipv4Addr, &TenantGateway, Ipv4Addr)> = tenants
+        .iter()
+        .flat_map(|(_, g)| g.eips.iter().map(move |(p, q)| (*p, *g, *q)))
+        .collect();
+    let _ = writeln!(s, "table inet {NFT_TABLE} {{");
+    if offload {
+        let mut devs: BTreeSet<String> = BTreeSet::new();
+        devs.insert(public.clone());
+        for (_, g) in tenants {
+            devs.insert(tenant_device(gw, g));
+        }
+        let devs: Vec<String> = devs.iter().map(|d| format!("\"{d}\"")).collect();
+        let _ = writeln!(
+            s,
+            "\tflowtable ft {{\n\t\thook ingress priority filter\n\t\tdevices = {{ {} }}\n\t\tcounter\n\t}}",
+            devs.join(", ")
+        );
+    }
+    // --- prerouting, raw: zones and marks, on every packet (not just NEW)
+    let _ = writeln!(s, "\tchain pre_raw {{\n\t\ttype filter hook prerouting priority raw; policy accept;");
+    let _ = writeln!(s, "\t\tmeta iifkind \"vrf\" accept comment \"tollgate @DIGEST@\"");
+    if !eips.is_empty() {
+        let _ = writeln!(s, "\t\tiifname \"{public}\" ct zone set ip daddr map {}", map(eips.iter().map(|(p, g, _)| (p, g.zone()))));
+        let _ = writeln!(s, "\t\tiifname \"{public}\" meta mark set ip daddr map {}", map(eips.iter().map(|(p, g, _)| (p, g.id))));
+    }
+    if !tenants.is_empty() {
+        match gw.tunnel_mode {
+            TunnelMode::PerTenant => {
+                let _ = writeln!(s, "\t\tct zone set iifname map {}", map(tenants.iter().map(|(_, g)| (format!("\"{}\"", tunnel_name(g.id)), g.zone()))));
+                let _ = writeln!(s, "\t\tmeta mark set iifname map {}", map(tenants.iter().map(|(_, g)| (format!("\"{}\"", tunnel_name(g.id)), g.id))));
+            }
+            TunnelMode::External => {
+                // the underlay packet is marked by its peer; the mark survives decapsulation
+                let peers: BTreeSet<(Ipv4Addr, u32)> = tenants.iter().map(|(_, g)| (g.peer, g.id)).collect();
+                let mut seen = BTreeSet::new();
+                let unique: Vec<_> = peers.into_iter().filter(|(p, _)| seen.insert(*p)).collect();
+                let _ = writeln!(s, "\t\tiifname \"{}\" meta mark set ip saddr map {}", gw.underlay, map(unique));
+                let _ = writeln!(s, "\t\tiifname \"{EXTERNAL_DEV}\" ct zone set meta mark map {}", map(tenants.iter().map(|(_, g)| (g.id, g.zone()))));
+            }
+        }
+    }
+    let _ = writeln!(s, "\t}}");
+    // --- NAT
+    let _ = writeln!(s, "\tchain pre_nat {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n\t\tmeta iifkind \"vrf\" accept");
+    if !eips.is_empty() {
+        let _ = writeln!(s, "\t\tiifname \"{public}\" dnat ip to ip daddr map {}", map(eips.iter().map(|(p, _, q)| (p, q))));
+    }
+    let _ = writeln!(s, "\t}}");
+    let _ = writeln!(s, "\tchain post_nat {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;");
+    let first_eip: Vec<(u16, Ipv4Addr)> = tenants
+        .iter()
+        .filter_map(|(_, g)| g.eips.first().map(|(p, _)| (g.zone(), *p)))
+        .collect();
+    if !first_eip.is_empty() {
+        let zones: Vec<String> = first_eip.iter().map(|(z, _)| z.to_string()).collect();
+        let _ = writeln!(
+            s,
+            "\t\toifname \"{public}\" ct zone {{ {} }} snat ip to ct zone map {}",
+            zones.join(", "),
+            map(first_eip.iter().copied())
+        );
+    }
+    let _ = writeln!(s, "\t}}");
+    // --- forward: tenant traffic only (by zone); other traffic is not ours to judge
+    let _ = writeln!(s, "\tchain forward {{\n\t\ttype filter hook forward priority filter; policy accept;");
+    if offload {
+        // flow add applies to TCP/UDP only: keep it apart from the accept (kernel lab note)
+        let zones: Vec<String> = tenants.iter().map(|(_, g)| g.zone().to_string()).collect();
+        if !zones.is_empty() {
+            let _ = writeln!(s, "\t\tct zone {{ {} }} meta l4proto {{ tcp, udp }} ct state established flow add @ft", zones.join(", "));
+        }
+    }
+    if !tenants.is_empty() {
+        let _ = writeln!(
+            s,
+            "\t\tct zone vmap {}",
+            map(tenants.iter().map(|(t, g)| (g.zone(), format!("jump {}", chain_name("tenant", &t.name)))))
+        );
+    }
+    let _ = writeln!(s, "\t}}");
+    for (t, g) in tenants {
+        let (tc, ic, oc) = (chain_name("tenant", &t.name), chain_name("in", &t.name), chain_name("out", &t.name));
+        let _ = writeln!(
+            s,
+            "\tchain {tc} {{\n\t\tct state established,related accept\n\t\tct state invalid counter drop\n\t\toifname \"{public}\" goto {oc}\n\t\tgoto {ic}\n\t}}"
+        );
+        let _ = writeln!(s, "\tchain {ic} {{");
+        for m in &g.allow_in {
+            let _ = writeln!(s, "\t\t{} counter accept", fw_expr(m));
+        }
+        let _ = writeln!(s, "\t\tcounter drop\n\t}}");
+        let _ = writeln!(s, "\tchain {oc} {{");
+        for m in &g.deny_out {
+            let verdict = match m {
+                FwMatch::Tcp { .. } => "reject with tcp reset",
+                FwMatch::Udp { .. } => "reject",
+                FwMatch::Icmp => "drop",
+            };
+            let _ = writeln!(s, "\t\t{} counter {verdict}", fw_expr(m));
+        }
+        let _ = writeln!(s, "\t\tcounter accept\n\t}}");
+    }
+    let _ = writeln!(s, "}}");
+    s
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,181 @@
+//! The kernel objects the gateway is made of, as plain data. `desired` builds them from the
+//! config, `observed` reads them back from the kernel, `plan` diffs the two. Names follow the
+//! kernel's (iproute2's) words: link, address, route, rule, neighbour.
+
+use crate::config::Ipv4Net;
+use serde::Serialize;
+use std::fmt;
+use std::net::Ipv4Addr;
+
+/// The alias every tollgate link carries: `tollgate: <spec>`; the spec says how it was made.
+pub const ALIAS_PREFIX: &str = "tollgate: ";
+/// Protocol number on tollgate's gateway routes and rules (`proto 246`).
+pub const RTPROT_GATEWAY: u8 = 246;
+/// The nftables table tollgate owns.
+pub const NFT_TABLE: &str = "tollgate_gw";
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum LinkKind {
+    Vrf {
+        table: u32,
+    },
+    /// `vni` None = `external` (collect_md).
+    Vxlan {
+        vni: Option<u32>,
+        local: Ipv4Addr,
+        remote: Option<Ipv4Addr>,
+        port: u16,
+        underlay: String,
+    },
+    /// `key` None = `external` (collect_md).
+    Gretap {
+        key: Option<u32>,
+        local: Option<Ipv4Addr>,
+        remote: Option<Ipv4Addr>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Link {
+    pub name: String,
+    pub kind: LinkKind,
+    /// The VRF it is enslaved to.
+    pub master: Option<String>,
+}
+
+impl Link {
+    /// The creation parameters as text, stored in the link's alias.
+    pub fn spec(&self) -> String {
+        let opt = |v: Option<Ipv4Addr>| v.map(|a| a.to_string()).unwrap_or_else(|| "any".into());
+        match &self.kind {
+            LinkKind::Vrf { table } => format!("vrf table {table}"),
+            LinkKind::Vxlan { vni, local, remote, port, underlay } => match vni {
+                Some(v) => format!("vxlan id {v} local {local} remote {} dstport {port} dev {underlay}", opt(*remote)),
+                None => format!("vxlan external local {local} dstport {port} dev {underlay}"),
+            },
+            LinkKind::Gretap { key, local, remote } => match key {
+                Some(k) => format!("gretap key {k} local {} remote {}", opt(*local), opt(*remote)),
+                None => "gretap external".to_string(),
+            },
+        }
+    }
+
+    pub fn alias(&self) -> String {
+        format!("{ALIAS_PREFIX}{}", self.spec())
+    }
+
+    pub fn is_vrf(&self) -> bool {
+        matches!(self.kind, LinkKind::Vrf { .. })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Address {
+    pub dev: String,
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Encap {
+    pub id: u32,
+    pub dst: Ipv4Addr,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Route {
+    pub table: u32,
+    pub dst: Ipv4Net,
+    pub dev: String,
+    pub via: Option<Ipv4Addr>,
+    /// Lightweight-tunnel encapsulation (`encap ip id <id> dst <dst> key`).
+    pub encap: Option<Encap>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleAction {
+    Lookup(u32),
+    Prohibit,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Rule {
+    pub priority: u32,
+    pub iif: Option<String>,
+    pub fwmark: Option<u32>,
+    pub tun_id: Option<u32>,
+    pub action: RuleAction,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Neigh {
+    pub dev: String,
+    pub ip: Ipv4Addr,
+    pub mac: [u8; 6],
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Sysctl {
+    pub key: String,
+    pub value: String,
+}
+
+pub fn mac_str(m: &[u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+impl fmt::Display for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "link {} ({})", self.name, self.spec())?;
+        if let Some(m) = &self.master {
+            write!(f, " master {m}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "address {}/{} dev {} noprefixroute", self.addr, self.prefix, self.dev)
+    }
+}
+
+impl fmt::Display for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "route {}", self.dst)?;
+        if let Some(v) = self.via {
+            write!(f, " via {v} onlink")?;
+        }
+        if let Some(e) = &self.encap {
+            write!(f, " encap ip id {} dst {} key", e.id, e.dst)?;
+        }
+        write!(f, " dev {} table {}", self.dev, self.table)
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rule pref {}", self.priority)?;
+        if let Some(i) = &self.iif {
+            write!(f, " iif {i}")?;
+        }
+        if let Some(m) = self.fwmark {
+            write!(f, " fwmark {m}")?;
+        }
+        if let Some(t) = self.tun_id {
+            write!(f, " tun_id {t}")?;
+        }
+        match self.action {
+            RuleAction::Lookup(t) => write!(f, " lookup {t}"),
+            RuleAction::Prohibit => write!(f, " prohibit"),
+        }
+    }
+}
+
+impl fmt::Display for Neigh {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "neigh {} lladdr {} dev {} permanent", self.ip, mac_str(&self.mac), self.dev)
+    }
+}

@@ -1,0 +1,102 @@
+//! The gateway's nftables table: applied as one `nft -f` transaction (add; delete; define, so
+//! a replace is atomic), read back with `nft -j`, with nft's own error text on refusal.
+//!
+//! The ruleset is written in nft's language rather than built from JSON schema types: it is what
+//! `tollgate plan --ruleset` shows and what an operator compares with `nft list table`.
+
+use super::model::NFT_TABLE;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    #[error("cannot run `nft` (install the nftables package): {0}")]
+    Spawn(std::io::Error),
+    #[error("nft refused the ruleset: {0}")]
+    Refused(String),
+}
+
+fn run(args: &[&str], stdin: Option<&str>) -> Result<String, NftError> {
+    let mut c = Command::new("nft")
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(NftError::Spawn)?;
+    if let (Some(text), Some(mut i)) = (stdin, c.stdin.take()) {
+        i.write_all(text.as_bytes()).map_err(NftError::Spawn)?;
+    }
+    let o = c.wait_with_output().map_err(NftError::Spawn)?;
+    if o.status.success() {
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    } else {
+        Err(NftError::Refused(String::from_utf8_lossy(&o.stderr).trim().to_string()))
+    }
+}
+
+/// Replaces our table with `ruleset` in one transaction.
+pub fn apply(ruleset: &str) -> Result<(), NftError> {
+    let text = format!("table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\n{ruleset}");
+    run(&["-f", "-"], Some(&text)).map(|_| ())
+}
+
+pub fn delete() -> Result<(), NftError> {
+    let text = format!("table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\n");
+    run(&["-f", "-"], Some(&text)).map(|_| ())
+}
+
+/// Our table as nft JSON, or None if it does not exist.
+pub fn list() -> Result<Option<serde_json::Value>, NftError> {
+    match run(&["-j", "list", "table", "inet", NFT_TABLE], None) {
+        Ok(out) => serde_json::from_str(&out)
+            .map(Some)
+            .map_err(|e| NftError::Refused(format!("unreadable nft -j output: {e}"))),
+        Err(NftError::Refused(msg)) if msg.contains("No such file") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The version marker of the applied ruleset: None without table, Some("") if the table exists
+/// without a marker (made or edited by hand).
+pub fn digest(listing: &Option<serde_json::Value>) -> Option<String> {
+    let v = listing.as_ref()?;
+    let marker = v["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["rule"]["comment"].as_str())
+        .find_map(|c| c.strip_prefix("tollgate ").map(str::to_string));
+    Some(marker.unwrap_or_default())
+}
+
+/// Per chain, its rules' counters: (chain, rule text summary, packets, bytes).
+pub fn counters(listing: &serde_json::Value) -> Vec<(String, String, u64, u64)> {
+    let mut out = Vec::new();
+    for o in listing["nftables"].as_array().into_iter().flatten() {
+        let r = &o["rule"];
+        let Some(chain) = r["chain"].as_str() else { continue };
+        let Some(expr) = r["expr"].as_array() else { continue };
+        let mut summary = Vec::new();
+        let (mut packets, mut bytes, mut has_counter) = (0, 0, false);
+        for e in expr {
+            if let Some(c) = e.get("counter") {
+                has_counter = true;
+                packets = c["packets"].as_u64().unwrap_or(0);
+                bytes = c["bytes"].as_u64().unwrap_or(0);
+            } else if let Some(m) = e.get("match") {
+                let right = &m["right"];
+                let field = m["left"]["payload"]["field"].as_str().or(m["left"]["meta"]["key"].as_str()).unwrap_or("");
+                summary.push(format!("{field} {}", right.to_string().trim_matches('"')));
+            } else if let Some(obj) = e.as_object() {
+                if let Some(k) = obj.keys().next() {
+                    summary.push(k.clone());
+                }
+            }
+        }
+        if has_counter {
+            out.push((chain.to_string(), summary.join(" "), packets, bytes));
+        }
+    }
+    out
+}

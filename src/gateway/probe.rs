@@ -1,0 +1,155 @@
+//! What the running kernel can do, found by trying it in a throwaway network namespace (a
+//! thread that unshares its netns), so probing never touches the real one: creating a VRF
+//! there, for instance, would add the kernel's l3mdev rule.
+//!
+//! Each feature names the kernel config options it needs, so a refusal can say exactly what
+//! to build or load.
+
+use super::netlink::Netlink;
+use super::model::Link;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub enum Feature {
+    Vrf,
+    Gretap,
+    Vxlan,
+    Lwtunnel,
+    TunIdRule,
+    NftNatZones,
+    Flowtable,
+}
+
+impl Feature {
+    pub fn name(self) -> &'static str {
+        match self {
+            Feature::Vrf => "VRF devices",
+            Feature::Gretap => "GRE/gretap tunnels",
+            Feature::Vxlan => "VXLAN tunnels",
+            Feature::Lwtunnel => "lightweight tunnel routes (encap ip)",
+            Feature::TunIdRule => "policy rules on tunnel id (ip rule tun_id)",
+            Feature::NftNatZones => "nftables NAT with conntrack zones",
+            Feature::Flowtable => "nftables flowtable (flow offload)",
+        }
+    }
+
+    pub fn config_options(self) -> &'static str {
+        match self {
+            Feature::Vrf => "CONFIG_NET_VRF",
+            Feature::Gretap => "CONFIG_NET_IPGRE (and CONFIG_NET_IPGRE_DEMUX)",
+            Feature::Vxlan => "CONFIG_VXLAN",
+            Feature::Lwtunnel => "CONFIG_LWTUNNEL, CONFIG_NET_IP_TUNNEL",
+            Feature::TunIdRule => "CONFIG_IP_MULTIPLE_TABLES",
+            Feature::NftNatZones => "CONFIG_NFT_NAT, CONFIG_NFT_CT, CONFIG_NF_CONNTRACK_ZONES",
+            Feature::Flowtable => {
+                "CONFIG_NF_FLOW_TABLE, CONFIG_NF_FLOW_TABLE_INET, CONFIG_NFT_FLOW_OFFLOAD"
+            }
+        }
+    }
+
+    /// "VRF devices (CONFIG_NET_VRF)"
+    pub fn describe(self) -> String {
+        format!("{} ({})", self.name(), self.config_options())
+    }
+}
+
+/// Probes each feature; returns those that failed, with the kernel's answer.
+pub fn missing(features: &[Feature]) -> Result<Vec<(Feature, String)>, String> {
+    let features = features.to_vec();
+    std::thread::spawn(move || {
+        // SAFETY: unshare affects only this thread, which exits when done.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            return Err(format!(
+                "cannot create a network namespace to probe the kernel: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let nl = Netlink::new().map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        for f in features {
+            if let Err(e) = try_feature(&nl, f) {
+                out.push((f, e));
+            }
+        }
+        Ok(out)
+    })
+    .join()
+    .map_err(|_| "the kernel probe panicked".to_string())?
+}
+
+fn nft(ruleset: &str) -> Result<(), String> {
+    let mut c = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run nft (install nftables): {e}"))?;
+    if let Some(mut i) = c.stdin.take() {
+        i.write_all(ruleset.as_bytes()).map_err(|e| e.to_string())?;
+    }
+    let o = c.wait_with_output().map_err(|e| e.to_string())?;
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&o.stderr).lines().next().unwrap_or("nft failed").to_string())
+    }
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let o = Command::new("ip").args(args).output().map_err(|e| format!("cannot run ip: {e}"))?;
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&o.stderr).trim().to_string())
+    }
+}
+
+fn try_feature(nl: &Netlink, f: Feature) -> Result<(), String> {
+    use super::model::LinkKind;
+    let link = |name: &str, kind: LinkKind| Link { name: name.into(), kind, master: None };
+    let lo = std::net::Ipv4Addr::LOCALHOST;
+    match f {
+        Feature::Vrf => nl
+            .create_link(&link("p-vrf", LinkKind::Vrf { table: 10 }))
+            .map_err(|e| e.to_string()),
+        Feature::Gretap => nl
+            .create_link(&link("p-gre", LinkKind::Gretap { key: Some(1), local: Some(lo), remote: Some(lo) }))
+            .map_err(|e| e.to_string()),
+        Feature::Vxlan => nl
+            .create_link(&link("p-vx", LinkKind::Vxlan { vni: Some(1), local: lo, remote: Some(lo), port: 4789, underlay: "lo".into() }))
+            .map_err(|e| e.to_string()),
+        Feature::Lwtunnel => {
+            ip(&["link", "add", "p-lwt", "type", "veth", "peer", "name", "p-lwt1"])?;
+            ip(&["link", "set", "p-lwt", "up"])?;
+            ip(&["route", "add", "10.255.0.0/24", "dev", "p-lwt", "encap", "ip", "id", "1", "dst", "127.0.0.2", "key"])
+        }
+        Feature::TunIdRule => ip(&["rule", "add", "tun_id", "1", "lookup", "10"]),
+        Feature::NftNatZones => nft(
+            "table inet p {\n\
+             chain r { type filter hook prerouting priority raw; ct zone set 1\n}\n\
+             chain n { type nat hook prerouting priority dstnat; ip daddr 198.51.100.1 dnat ip to 10.0.0.1\n}\n\
+             chain s { type nat hook postrouting priority srcnat; ct zone 1 snat ip to 198.51.100.1\n}\n}\n",
+        ),
+        Feature::Flowtable => {
+            ip(&["link", "add", "p-ft0", "type", "veth", "peer", "name", "p-ft1"])?;
+            nft(
+                "table inet pf {\n\
+                 flowtable ft { hook ingress priority filter; devices = { \"p-ft0\" }; }\n\
+                 chain f { type filter hook forward priority filter; meta l4proto tcp flow add @ft\n}\n}\n",
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_config_options() {
+        assert!(Feature::Vrf.describe().contains("CONFIG_NET_VRF"));
+        assert!(Feature::Flowtable.describe().contains("CONFIG_NFT_FLOW_OFFLOAD"));
+    }
+}
