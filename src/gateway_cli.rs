@@ -17,7 +17,11 @@ fn load(path: &Path) -> anyhow::Result<Config> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let config = Config::parse(&text, path)?;
-    anyhow::ensure!(config.gateway.is_some(), "{}: no [gateway] section", path.display());
+    anyhow::ensure!(
+        config.gateway.is_some(),
+        "{}: no [gateway] section",
+        path.display()
+    );
     config.check_devices(&text, crate::device_exists)?;
     Ok(config)
 }
@@ -93,7 +97,14 @@ pub fn show(path: &Path, json: bool) -> anyhow::Result<()> {
     }
     for t in &r.tenants {
         println!("tenant {} (id {})", t.name, t.id);
-        println!("  devices: {}", if t.devices.is_empty() { "-".into() } else { t.devices.join(", ") });
+        println!(
+            "  devices: {}",
+            if t.devices.is_empty() {
+                "-".into()
+            } else {
+                t.devices.join(", ")
+            }
+        );
         for e in &t.eips {
             println!("  eip {e}");
         }
@@ -101,14 +112,23 @@ pub fn show(path: &Path, json: bool) -> anyhow::Result<()> {
             println!("  {rt}");
         }
         for f in &t.firewall {
-            println!("  fw {:<14} {:<40} {:>8} pkts {:>10} bytes", f.chain, f.rule, f.packets, f.bytes);
+            println!(
+                "  fw {:<14} {:<40} {:>8} pkts {:>10} bytes",
+                f.chain, f.rule, f.packets, f.bytes
+            );
         }
     }
     let o = &r.offload;
     println!(
         "offload: {}{}",
-        if o.flowtable { format!("flowtable on {}", o.devices.join(", ")) } else { "off".into() },
-        o.offloaded_flows.map(|n| format!(", {n} flow(s) offloaded")).unwrap_or_default()
+        if o.flowtable {
+            format!("flowtable on {}", o.devices.join(", "))
+        } else {
+            "off".into()
+        },
+        o.offloaded_flows
+            .map(|n| format!(", {n} flow(s) offloaded"))
+            .unwrap_or_default()
     );
     println!(
         "ruleset: {}",
@@ -119,7 +139,10 @@ pub fn show(path: &Path, json: bool) -> anyhow::Result<()> {
         }
     );
     if r.pending_changes > 0 {
-        println!("{} change(s) pending: run `tollgate plan`", r.pending_changes);
+        println!(
+            "{} change(s) pending: run `tollgate plan`",
+            r.pending_changes
+        );
     }
     Ok(())
 }

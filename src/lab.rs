@@ -149,7 +149,8 @@ impl Netns {
             "sh",
             &[
                 "-c",
-                "sysctl net.ipv4.ip_forward net.ipv4.tcp_early_demux; \
+                "sysctl net.ipv4.ip_forward net.ipv4.tcp_early_demux net.ipv4.fwmark_reflect \
+                 net.ipv4.tcp_fwmark_accept net.ipv4.conf.all.src_valid_mark; \
                  sysctl -a 2>/dev/null | grep -E 'net.ipv4.conf.*(rp_filter|ignore_routes_with_linkdown)'",
             ],
         )?;
@@ -348,6 +349,136 @@ impl UploadLab {
                 .path()
                 .join(format!("iperf3-c-{client}-{port}.json")),
         )
+    }
+}
+
+/// The gateway topology of the control-plane issue, in five namespaces:
+///
+/// ```text
+///  cl 198.51.100.7 ── eth-pub [gw] eth-ul ── sw (bridge) ─┬─ t1 172.31.0.11, tunnel key 1000, 10.0.0.7
+///     (public)     198.51.100.1    172.31.0.1             └─ t2 172.31.0.12, tunnel key 2000, 10.0.0.7
+/// ```
+/// The gateway namespace gets only its two uplinks and their addresses: everything else is
+/// for `tollgate apply` to build. Tenants' tunnel endpoints use MACs 02:00:00:00:i0:07.
+#[derive(Debug)]
+pub struct GatewayLab {
+    pub cl: Netns,
+    pub gw: Netns,
+    pub sw: Netns,
+    pub t1: Netns,
+    pub t2: Netns,
+    pub dir: TempDir,
+}
+
+impl GatewayLab {
+    /// `tunnel`: "vxlan" or "gretap", the tenants' side of the tunnels.
+    pub fn new(tag: &str, tunnel: &str) -> Result<GatewayLab> {
+        let lab = GatewayLab {
+            cl: Netns::new(&format!("{tag}cl"))?,
+            gw: Netns::new(&format!("{tag}gw"))?,
+            sw: Netns::new(&format!("{tag}sw"))?,
+            t1: Netns::new(&format!("{tag}ta"))?,
+            t2: Netns::new(&format!("{tag}tb"))?,
+            dir: TempDir::new(&format!("{tag}d"))?,
+        };
+        let (cl, gw, sw) = (&lab.cl, &lab.gw, &lab.sw);
+        cl.ip(&[
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth-pub",
+            "netns",
+            gw.name(),
+        ])?;
+        sw.ip(&["link", "add", "br0", "type", "bridge"])?;
+        sw.ip(&["link", "set", "br0", "up"])?;
+        sw.ip(&[
+            "link",
+            "add",
+            "p0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth-ul",
+            "netns",
+            gw.name(),
+        ])?;
+        for (i, t) in [(1, &lab.t1), (2, &lab.t2)] {
+            sw.ip(&[
+                "link",
+                "add",
+                &format!("p{i}"),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "ul0",
+                "netns",
+                t.name(),
+            ])?;
+        }
+        for p in ["p0", "p1", "p2"] {
+            sw.ip(&["link", "set", p, "master", "br0", "up"])?;
+        }
+        cl.ip(&["addr", "add", "198.51.100.7/24", "dev", "eth0"])?;
+        cl.ip(&["link", "set", "eth0", "up"])?;
+        cl.ip(&["route", "add", "203.0.113.0/24", "via", "198.51.100.1"])?;
+        gw.ip(&["addr", "add", "198.51.100.1/24", "dev", "eth-pub"])?;
+        gw.ip(&["link", "set", "eth-pub", "up"])?;
+        gw.ip(&["addr", "add", "172.31.0.1/24", "dev", "eth-ul"])?;
+        gw.ip(&["link", "set", "eth-ul", "up"])?;
+        for (i, t) in [(1, &lab.t1), (2, &lab.t2)] {
+            let local = format!("172.31.0.1{i}");
+            let key = format!("{i}000");
+            let mac = format!("02:00:00:00:{i}0:07");
+            t.ip(&["addr", "add", &format!("{local}/24"), "dev", "ul0"])?;
+            t.ip(&["link", "set", "ul0", "up"])?;
+            match tunnel {
+                "gretap" => t.ip(&[
+                    "link",
+                    "add",
+                    "tun0",
+                    "address",
+                    &mac,
+                    "type",
+                    "gretap",
+                    "local",
+                    &local,
+                    "remote",
+                    "172.31.0.1",
+                    "key",
+                    &key,
+                ])?,
+                _ => t.ip(&[
+                    "link",
+                    "add",
+                    "tun0",
+                    "address",
+                    &mac,
+                    "type",
+                    "vxlan",
+                    "id",
+                    &key,
+                    "local",
+                    &local,
+                    "remote",
+                    "172.31.0.1",
+                    "dstport",
+                    "4789",
+                    "dev",
+                    "ul0",
+                ])?,
+            };
+            t.ip(&["addr", "add", "10.0.0.7/24", "dev", "tun0"])?;
+            t.ip(&["link", "set", "tun0", "up"])?;
+            t.ip(&["route", "add", "default", "via", "10.0.0.1"])?;
+        }
+        Ok(lab)
     }
 }
 

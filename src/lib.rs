@@ -5,5 +5,5 @@
 //! - [`lab`]: network-namespace helpers used by the demo, the integration tests and benchmarks.
 
 pub mod config;
-pub mod lab;
 pub mod gateway;
+pub mod lab;

@@ -247,12 +247,21 @@ fn fw_expr(m: &FwMatch) -> String {
     }
 }
 
-fn map<T: std::fmt::Display, U: std::fmt::Display>(pairs: impl IntoIterator<Item = (T, U)>) -> String {
-    let items: Vec<String> = pairs.into_iter().map(|(k, v)| format!("{k} : {v}")).collect();
+fn map<T: std::fmt::Display, U: std::fmt::Display>(
+    pairs: impl IntoIterator<Item = (T, U)>,
+) -> String {
+    let items: Vec<String> = pairs
+        .into_iter()
+        .map(|(k, v)| format!("{k} : {v}"))
+        .collect();
     format!("{{ {} }}", items.join(", "))
 }
 
-fn ruleset(gw: &GatewayConfig, tenants: &[(&crate::config::Tenant, &TenantGateway)], offload: bool) -> String {
+fn ruleset(
+    gw: &GatewayConfig,
+    tenants: &[(&crate::config::Tenant, &TenantGateway)],
+    offload: bool,
+) -> String {
     let mut s = String::new();
     let public = &gw.public;
     let eips: Vec<(Ipv4Addr, &TenantGateway, Ipv4Addr)> = tenants
@@ -274,36 +283,82 @@ fn ruleset(gw: &GatewayConfig, tenants: &[(&crate::config::Tenant, &TenantGatewa
         );
     }
     // --- prerouting, raw: zones and marks, on every packet (not just NEW)
-    let _ = writeln!(s, "\tchain pre_raw {{\n\t\ttype filter hook prerouting priority raw; policy accept;");
-    let _ = writeln!(s, "\t\tmeta iifkind \"vrf\" accept comment \"tollgate @DIGEST@\"");
+    let _ = writeln!(
+        s,
+        "\tchain pre_raw {{\n\t\ttype filter hook prerouting priority raw; policy accept;"
+    );
+    let _ = writeln!(
+        s,
+        "\t\tmeta iifkind \"vrf\" accept comment \"tollgate @DIGEST@\""
+    );
     if !eips.is_empty() {
-        let _ = writeln!(s, "\t\tiifname \"{public}\" ct zone set ip daddr map {}", map(eips.iter().map(|(p, g, _)| (p, g.zone()))));
-        let _ = writeln!(s, "\t\tiifname \"{public}\" meta mark set ip daddr map {}", map(eips.iter().map(|(p, g, _)| (p, g.id))));
+        let _ = writeln!(
+            s,
+            "\t\tiifname \"{public}\" ct zone set ip daddr map {}",
+            map(eips.iter().map(|(p, g, _)| (p, g.zone())))
+        );
+        let _ = writeln!(
+            s,
+            "\t\tiifname \"{public}\" meta mark set ip daddr map {}",
+            map(eips.iter().map(|(p, g, _)| (p, g.id)))
+        );
     }
     if !tenants.is_empty() {
         match gw.tunnel_mode {
             TunnelMode::PerTenant => {
-                let _ = writeln!(s, "\t\tct zone set iifname map {}", map(tenants.iter().map(|(_, g)| (format!("\"{}\"", tunnel_name(g.id)), g.zone()))));
-                let _ = writeln!(s, "\t\tmeta mark set iifname map {}", map(tenants.iter().map(|(_, g)| (format!("\"{}\"", tunnel_name(g.id)), g.id))));
+                let _ = writeln!(
+                    s,
+                    "\t\tct zone set iifname map {}",
+                    map(tenants
+                        .iter()
+                        .map(|(_, g)| (format!("\"{}\"", tunnel_name(g.id)), g.zone())))
+                );
+                let _ = writeln!(
+                    s,
+                    "\t\tmeta mark set iifname map {}",
+                    map(tenants
+                        .iter()
+                        .map(|(_, g)| (format!("\"{}\"", tunnel_name(g.id)), g.id)))
+                );
             }
             TunnelMode::External => {
                 // the underlay packet is marked by its peer; the mark survives decapsulation
-                let peers: BTreeSet<(Ipv4Addr, u32)> = tenants.iter().map(|(_, g)| (g.peer, g.id)).collect();
+                let peers: BTreeSet<(Ipv4Addr, u32)> =
+                    tenants.iter().map(|(_, g)| (g.peer, g.id)).collect();
                 let mut seen = BTreeSet::new();
                 let unique: Vec<_> = peers.into_iter().filter(|(p, _)| seen.insert(*p)).collect();
-                let _ = writeln!(s, "\t\tiifname \"{}\" meta mark set ip saddr map {}", gw.underlay, map(unique));
-                let _ = writeln!(s, "\t\tiifname \"{EXTERNAL_DEV}\" ct zone set meta mark map {}", map(tenants.iter().map(|(_, g)| (g.id, g.zone()))));
+                let _ = writeln!(
+                    s,
+                    "\t\tiifname \"{}\" meta mark set ip saddr map {}",
+                    gw.underlay,
+                    map(unique)
+                );
+                let _ = writeln!(
+                    s,
+                    "\t\tiifname \"{EXTERNAL_DEV}\" ct zone set meta mark map {}",
+                    map(tenants.iter().map(|(_, g)| (g.id, g.zone())))
+                );
             }
         }
     }
     let _ = writeln!(s, "\t}}");
     // --- NAT
-    let _ = writeln!(s, "\tchain pre_nat {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n\t\tmeta iifkind \"vrf\" accept");
+    let _ = writeln!(
+        s,
+        "\tchain pre_nat {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n\t\tmeta iifkind \"vrf\" accept"
+    );
     if !eips.is_empty() {
-        let _ = writeln!(s, "\t\tiifname \"{public}\" dnat ip to ip daddr map {}", map(eips.iter().map(|(p, _, q)| (p, q))));
+        let _ = writeln!(
+            s,
+            "\t\tiifname \"{public}\" dnat ip to ip daddr map {}",
+            map(eips.iter().map(|(p, _, q)| (p, q)))
+        );
     }
     let _ = writeln!(s, "\t}}");
-    let _ = writeln!(s, "\tchain post_nat {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;");
+    let _ = writeln!(
+        s,
+        "\tchain post_nat {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;"
+    );
     let first_eip: Vec<(u16, Ipv4Addr)> = tenants
         .iter()
         .filter_map(|(_, g)| g.eips.first().map(|(p, _)| (g.zone(), *p)))
@@ -319,24 +374,37 @@ fn ruleset(gw: &GatewayConfig, tenants: &[(&crate::config::Tenant, &TenantGatewa
     }
     let _ = writeln!(s, "\t}}");
     // --- forward: tenant traffic only (by zone); other traffic is not ours to judge
-    let _ = writeln!(s, "\tchain forward {{\n\t\ttype filter hook forward priority filter; policy accept;");
+    let _ = writeln!(
+        s,
+        "\tchain forward {{\n\t\ttype filter hook forward priority filter; policy accept;"
+    );
     if offload {
         // flow add applies to TCP/UDP only: keep it apart from the accept (kernel lab note)
         let zones: Vec<String> = tenants.iter().map(|(_, g)| g.zone().to_string()).collect();
         if !zones.is_empty() {
-            let _ = writeln!(s, "\t\tct zone {{ {} }} meta l4proto {{ tcp, udp }} ct state established flow add @ft", zones.join(", "));
+            let _ = writeln!(
+                s,
+                "\t\tct zone {{ {} }} meta l4proto {{ tcp, udp }} ct state established flow add @ft",
+                zones.join(", ")
+            );
         }
     }
     if !tenants.is_empty() {
         let _ = writeln!(
             s,
             "\t\tct zone vmap {}",
-            map(tenants.iter().map(|(t, g)| (g.zone(), format!("jump {}", chain_name("tenant", &t.name)))))
+            map(tenants
+                .iter()
+                .map(|(t, g)| (g.zone(), format!("jump {}", chain_name("tenant", &t.name)))))
         );
     }
     let _ = writeln!(s, "\t}}");
     for (t, g) in tenants {
-        let (tc, ic, oc) = (chain_name("tenant", &t.name), chain_name("in", &t.name), chain_name("out", &t.name));
+        let (tc, ic, oc) = (
+            chain_name("tenant", &t.name),
+            chain_name("in", &t.name),
+            chain_name("out", &t.name),
+        );
         let _ = writeln!(
             s,
             "\tchain {tc} {{\n\t\tct state established,related accept\n\t\tct state invalid counter drop\n\t\toifname \"{public}\" goto {oc}\n\t\tgoto {ic}\n\t}}"

@@ -80,7 +80,9 @@ fn read_sysctls(d: &desired::Desired) -> Vec<(String, String)> {
         .iter()
         .map(|s| {
             let path = PathBuf::from("/proc/sys").join(s.key.replace('.', "/"));
-            let v = std::fs::read_to_string(path).map(|v| v.trim().to_string()).unwrap_or_default();
+            let v = std::fs::read_to_string(path)
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default();
             (s.key.clone(), v)
         })
         .collect()
@@ -144,7 +146,10 @@ pub struct State {
 fn state_path(gw: &GatewayConfig) -> Result<PathBuf, GatewayError> {
     use std::os::unix::fs::MetadataExt;
     let ino = std::fs::metadata("/proc/self/ns/net")
-        .map_err(|err| GatewayError::Io { what: "netns".into(), err })?
+        .map_err(|err| GatewayError::Io {
+            what: "netns".into(),
+            err,
+        })?
         .ino();
     Ok(gw.state_dir.join(format!("gateway-{ino}.json")))
 }
@@ -165,7 +170,8 @@ fn save_state(path: &PathBuf, s: &State) -> Result<(), GatewayError> {
         std::fs::create_dir_all(d).map_err(io("creating"))?;
     }
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(s).unwrap_or_default()).map_err(io("writing"))?;
+    std::fs::write(&tmp, serde_json::to_vec_pretty(s).unwrap_or_default())
+        .map_err(io("writing"))?;
     std::fs::rename(&tmp, path).map_err(io("writing"))
 }
 
@@ -179,7 +185,9 @@ fn write_sysctl(key: &str, value: &str) -> Result<(), GatewayError> {
 
 fn execute(nl: &Netlink, d: &desired::Desired, c: &Change) -> Result<(), GatewayError> {
     match c {
-        Change::Sysctl { key, to, .. } | Change::RestoreSysctl { key, to } => write_sysctl(key, to)?,
+        Change::Sysctl { key, to, .. } | Change::RestoreSysctl { key, to } => {
+            write_sysctl(key, to)?
+        }
         Change::CreateLink { link } => nl.create_link(link)?,
         Change::RecreateLink { link, .. } => {
             nl.delete_link(&link.name)?;
@@ -206,11 +214,22 @@ fn execute(nl: &Netlink, d: &desired::Desired, c: &Change) -> Result<(), Gateway
 /// The inverse of a change that created something (for rollback); None for others.
 fn undo(c: &Change) -> Option<Change> {
     Some(match c {
-        Change::Sysctl { key, from, .. } => Change::RestoreSysctl { key: key.clone(), to: from.clone() },
-        Change::CreateLink { link } => Change::DeleteLink { link: link.name.clone() },
-        Change::AddAddress { address } => Change::DeleteAddress { address: address.clone() },
-        Change::AddNeigh { neigh } => Change::DeleteNeigh { neigh: neigh.clone() },
-        Change::AddRoute { route } => Change::DeleteRoute { route: route.clone() },
+        Change::Sysctl { key, from, .. } => Change::RestoreSysctl {
+            key: key.clone(),
+            to: from.clone(),
+        },
+        Change::CreateLink { link } => Change::DeleteLink {
+            link: link.name.clone(),
+        },
+        Change::AddAddress { address } => Change::DeleteAddress {
+            address: address.clone(),
+        },
+        Change::AddNeigh { neigh } => Change::DeleteNeigh {
+            neigh: neigh.clone(),
+        },
+        Change::AddRoute { route } => Change::DeleteRoute {
+            route: route.clone(),
+        },
         Change::AddRule { rule } => Change::DeleteRule { rule: rule.clone() },
         Change::Ruleset { replace: false, .. } => Change::DeleteRuleset,
         _ => return None,
@@ -269,7 +288,10 @@ pub fn plan_destroy(config: &Config) -> Result<Vec<Change>, GatewayError> {
         sysctls: state
             .sysctls
             .iter()
-            .map(|(k, v)| model::Sysctl { key: k.clone(), value: v.clone() })
+            .map(|(k, v)| model::Sysctl {
+                key: k.clone(),
+                value: v.clone(),
+            })
             .collect(),
         ..Default::default()
     };
@@ -295,7 +317,10 @@ pub fn destroy(config: &Config, changes: &[Change]) -> Result<(), GatewayError> 
     }
     let path = state_path(gw)?;
     if path.exists() {
-        std::fs::remove_file(&path).map_err(|err| GatewayError::Io { what: format!("removing {}", path.display()), err })?;
+        std::fs::remove_file(&path).map_err(|err| GatewayError::Io {
+            what: format!("removing {}", path.display()),
+            err,
+        })?;
     }
     Ok(())
 }
@@ -355,12 +380,23 @@ pub fn show(config: &Config) -> Result<Report, GatewayError> {
             name: t.name.clone(),
             id: g.id,
             devices,
-            routes: p.observed.routes.iter().filter(|r| r.table == g.id).map(|r| r.to_string()).collect(),
+            routes: p
+                .observed
+                .routes
+                .iter()
+                .filter(|r| r.table == g.id)
+                .map(|r| r.to_string())
+                .collect(),
             eips: g.eips.iter().map(|(a, b)| format!("{a} -> {b}")).collect(),
             firewall: counters
                 .iter()
                 .filter(|(c, ..)| *c == format!("in_{suffix}") || *c == format!("out_{suffix}"))
-                .map(|(c, r, pk, by)| FirewallCounter { chain: c.clone(), rule: r.clone(), packets: *pk, bytes: *by })
+                .map(|(c, r, pk, by)| FirewallCounter {
+                    chain: c.clone(),
+                    rule: r.clone(),
+                    packets: *pk,
+                    bytes: *by,
+                })
                 .collect(),
         });
     }
@@ -375,7 +411,11 @@ pub fn show(config: &Config) -> Result<Report, GatewayError> {
         .output()
         .ok()
         .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).matches("[OFFLOAD]").count());
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .matches("[OFFLOAD]")
+                .count()
+        });
     Ok(Report {
         tenants,
         ruleset: p.extra.ruleset_digest.clone(),

@@ -50,12 +50,25 @@ impl Link {
         let opt = |v: Option<Ipv4Addr>| v.map(|a| a.to_string()).unwrap_or_else(|| "any".into());
         match &self.kind {
             LinkKind::Vrf { table } => format!("vrf table {table}"),
-            LinkKind::Vxlan { vni, local, remote, port, underlay } => match vni {
-                Some(v) => format!("vxlan id {v} local {local} remote {} dstport {port} dev {underlay}", opt(*remote)),
+            LinkKind::Vxlan {
+                vni,
+                local,
+                remote,
+                port,
+                underlay,
+            } => match vni {
+                Some(v) => format!(
+                    "vxlan id {v} local {local} remote {} dstport {port} dev {underlay}",
+                    opt(*remote)
+                ),
                 None => format!("vxlan external local {local} dstport {port} dev {underlay}"),
             },
             LinkKind::Gretap { key, local, remote } => match key {
-                Some(k) => format!("gretap key {k} local {} remote {}", opt(*local), opt(*remote)),
+                Some(k) => format!(
+                    "gretap key {k} local {} remote {}",
+                    opt(*local),
+                    opt(*remote)
+                ),
                 None => "gretap external".to_string(),
             },
         }
@@ -123,7 +136,10 @@ pub struct Sysctl {
 }
 
 pub fn mac_str(m: &[u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 impl fmt::Display for Link {
@@ -138,7 +154,11 @@ impl fmt::Display for Link {
 
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "address {}/{} dev {} noprefixroute", self.addr, self.prefix, self.dev)
+        write!(
+            f,
+            "address {}/{} dev {} noprefixroute",
+            self.addr, self.prefix, self.dev
+        )
     }
 }
 
@@ -176,6 +196,12 @@ impl fmt::Display for Rule {
 
 impl fmt::Display for Neigh {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "neigh {} lladdr {} dev {} permanent", self.ip, mac_str(&self.mac), self.dev)
+        write!(
+            f,
+            "neigh {} lladdr {} dev {} permanent",
+            self.ip,
+            mac_str(&self.mac),
+            self.dev
+        )
     }
 }

@@ -7,6 +7,7 @@
 use super::model::*;
 use crate::config::Ipv4Net;
 use futures_util::TryStreamExt;
+use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use rtnetlink::packet_route::neighbour::{
@@ -17,10 +18,7 @@ use rtnetlink::packet_route::route::{
     RouteLwTunnelEncap, RouteMessage, RouteProtocol, RouteScope,
 };
 use rtnetlink::packet_route::rule::{RuleAction as NlRuleAction, RuleAttribute, RuleMessage};
-use rtnetlink::packet_route::AddressFamily;
-use rtnetlink::{
-    Handle, IpVersion, LinkGre, LinkUnspec, LinkVrf, LinkVxlan, RouteMessageBuilder,
-};
+use rtnetlink::{Handle, IpVersion, LinkGre, LinkUnspec, LinkVrf, LinkVxlan, RouteMessageBuilder};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -101,7 +99,13 @@ impl Netlink {
         let h = self.handle.clone();
         self.run(async move {
             let mut o = Observed::default();
-            let links: Vec<LinkMessage> = h.link().get().execute().try_collect().await.map_err(k("list links"))?;
+            let links: Vec<LinkMessage> = h
+                .link()
+                .get()
+                .execute()
+                .try_collect()
+                .await
+                .map_err(k("list links"))?;
             let mut masters = BTreeMap::new();
             for l in &links {
                 let mut name = None;
@@ -111,10 +115,12 @@ impl Netlink {
                         LinkAttribute::Controller(m) => {
                             masters.insert(l.header.index, *m);
                         }
-                        LinkAttribute::LinkInfo(infos) => {
-                            if infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Vrf))) {
-                                o.vrf_count += 1;
-                            }
+                        LinkAttribute::LinkInfo(infos)
+                            if infos
+                                .iter()
+                                .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Vrf))) =>
+                        {
+                            o.vrf_count += 1;
                         }
                         _ => {}
                     }
@@ -128,7 +134,9 @@ impl Netlink {
                     LinkAttribute::IfAlias(s) => Some(s.clone()),
                     _ => None,
                 });
-                let Some(spec) = alias.and_then(|a| a.strip_prefix(ALIAS_PREFIX).map(str::to_string)) else {
+                let Some(spec) =
+                    alias.and_then(|a| a.strip_prefix(ALIAS_PREFIX).map(str::to_string))
+                else {
                     continue;
                 };
                 let kind = l
@@ -146,34 +154,57 @@ impl Netlink {
                     name: o.names.get(&l.header.index).cloned().unwrap_or_default(),
                     index: l.header.index,
                     spec,
-                    master: masters.get(&l.header.index).and_then(|m| o.names.get(m).cloned()),
+                    master: masters
+                        .get(&l.header.index)
+                        .and_then(|m| o.names.get(m).cloned()),
                     up: l.header.flags.contains(LinkFlags::Up),
                     kind,
                 });
             }
-            let ours: BTreeMap<u32, String> = o.links.iter().map(|l| (l.index, l.name.clone())).collect();
+            let ours: BTreeMap<u32, String> =
+                o.links.iter().map(|l| (l.index, l.name.clone())).collect();
 
-            let addrs: Vec<AddressMessage> = h.address().get().execute().try_collect().await.map_err(k("list addresses"))?;
+            let addrs: Vec<AddressMessage> = h
+                .address()
+                .get()
+                .execute()
+                .try_collect()
+                .await
+                .map_err(k("list addresses"))?;
             for a in addrs {
-                let Some(dev) = ours.get(&a.header.index) else { continue };
+                let Some(dev) = ours.get(&a.header.index) else {
+                    continue;
+                };
                 let ip = a.attributes.iter().find_map(|x| match x {
-                    AddressAttribute::Local(IpAddr::V4(v)) | AddressAttribute::Address(IpAddr::V4(v)) => Some(*v),
+                    AddressAttribute::Local(IpAddr::V4(v))
+                    | AddressAttribute::Address(IpAddr::V4(v)) => Some(*v),
                     _ => None,
                 });
                 if let Some(ip) = ip {
-                    o.addresses.push(Address { dev: dev.clone(), addr: ip, prefix: a.header.prefix_len });
+                    o.addresses.push(Address {
+                        dev: dev.clone(),
+                        addr: ip,
+                        prefix: a.header.prefix_len,
+                    });
                 }
             }
 
             let mut q = RouteMessage::default();
             q.header.address_family = AddressFamily::Inet;
-            let routes: Vec<RouteMessage> = h.route().get(q).execute().try_collect().await.map_err(k("list routes"))?;
+            let routes: Vec<RouteMessage> = h
+                .route()
+                .get(q)
+                .execute()
+                .try_collect()
+                .await
+                .map_err(k("list routes"))?;
             for r in routes {
                 if r.header.protocol != RouteProtocol::Other(RTPROT_GATEWAY) {
                     continue;
                 }
                 let mut table = u32::from(r.header.table);
-                let (mut dst, mut dev, mut via, mut encap_id, mut encap_dst) = (Ipv4Addr::UNSPECIFIED, String::new(), None, None, None);
+                let (mut dst, mut dev, mut via, mut encap_id, mut encap_dst) =
+                    (Ipv4Addr::UNSPECIFIED, String::new(), None, None, None);
                 for a in &r.attributes {
                     match a {
                         RouteAttribute::Table(t) => table = *t,
@@ -183,8 +214,12 @@ impl Netlink {
                         RouteAttribute::Encap(e) => {
                             for x in e {
                                 match x {
-                                    RouteLwTunnelEncap::Ip(RouteIpTunnel::Id(id)) => encap_id = Some(*id as u32),
-                                    RouteLwTunnelEncap::Ip(RouteIpTunnel::Destination(d)) => encap_dst = Some(*d),
+                                    RouteLwTunnelEncap::Ip(RouteIpTunnel::Id(id)) => {
+                                        encap_id = Some(*id as u32)
+                                    }
+                                    RouteLwTunnelEncap::Ip(RouteIpTunnel::Destination(d)) => {
+                                        encap_dst = Some(*d)
+                                    }
                                     _ => {}
                                 }
                             }
@@ -192,7 +227,9 @@ impl Netlink {
                         _ => {}
                     }
                 }
-                let Ok(dst) = Ipv4Net::new(dst, r.header.destination_prefix_length) else { continue };
+                let Ok(dst) = Ipv4Net::new(dst, r.header.destination_prefix_length) else {
+                    continue;
+                };
                 o.routes.push(Route {
                     table,
                     dst,
@@ -205,17 +242,36 @@ impl Netlink {
                 });
             }
 
-            let rules: Vec<RuleMessage> = h.rule().get(IpVersion::V4).execute().try_collect().await.map_err(k("list rules"))?;
+            let rules: Vec<RuleMessage> = h
+                .rule()
+                .get(IpVersion::V4)
+                .execute()
+                .try_collect()
+                .await
+                .map_err(k("list rules"))?;
             for r in rules {
                 if r.header.action == NlRuleAction::ToTable
-                    && r.attributes.iter().any(|a| matches!(a, RuleAttribute::L3MDev(true)))
+                    && r.attributes
+                        .iter()
+                        .any(|a| matches!(a, RuleAttribute::L3MDev(true)))
                 {
                     o.l3mdev_rule = true;
                 }
-                if !r.attributes.contains(&RuleAttribute::Protocol(RouteProtocol::Other(RTPROT_GATEWAY))) {
+                if !r
+                    .attributes
+                    .contains(&RuleAttribute::Protocol(RouteProtocol::Other(
+                        RTPROT_GATEWAY,
+                    )))
+                {
                     continue;
                 }
-                let mut rule = Rule { priority: 0, iif: None, fwmark: None, tun_id: None, action: RuleAction::Prohibit };
+                let mut rule = Rule {
+                    priority: 0,
+                    iif: None,
+                    fwmark: None,
+                    tun_id: None,
+                    action: RuleAction::Prohibit,
+                };
                 let mut table = u32::from(r.header.table);
                 for a in &r.attributes {
                     match a {
@@ -234,9 +290,18 @@ impl Netlink {
                 o.rules.push(rule);
             }
 
-            let neighs: Vec<NeighbourMessage> = h.neighbours().get().set_address_family(AddressFamily::Inet).execute().try_collect().await.map_err(k("list neighbours"))?;
+            let neighs: Vec<NeighbourMessage> = h
+                .neighbours()
+                .get()
+                .set_address_family(AddressFamily::Inet)
+                .execute()
+                .try_collect()
+                .await
+                .map_err(k("list neighbours"))?;
             for n in neighs {
-                let Some(dev) = ours.get(&n.header.ifindex) else { continue };
+                let Some(dev) = ours.get(&n.header.ifindex) else {
+                    continue;
+                };
                 if n.header.state != NeighbourState::Permanent {
                     continue;
                 }
@@ -254,7 +319,11 @@ impl Netlink {
                     }
                 }
                 if let (Some(ip), Some(mac)) = (ip, mac) {
-                    o.neighs.push(Neigh { dev: dev.clone(), ip, mac });
+                    o.neighs.push(Neigh {
+                        dev: dev.clone(),
+                        ip,
+                        mac,
+                    });
                 }
             }
             Ok(o)
@@ -268,7 +337,9 @@ impl Netlink {
             let mut s = h.link().get().match_name(name.clone()).execute();
             match s.try_next().await {
                 Ok(Some(l)) => Ok(l.header.index),
-                _ => Err(NetlinkError::Missing(format!("device {name:?} does not exist"))),
+                _ => Err(NetlinkError::Missing(format!(
+                    "device {name:?} does not exist"
+                ))),
             }
         })
     }
@@ -276,9 +347,18 @@ impl Netlink {
     pub fn create_link(&self, l: &Link) -> Result<(), NetlinkError> {
         let msg = match &l.kind {
             LinkKind::Vrf { table } => LinkVrf::new(&l.name, *table).build(),
-            LinkKind::Vxlan { vni, local, remote, port, underlay } => {
+            LinkKind::Vxlan {
+                vni,
+                local,
+                remote,
+                port,
+                underlay,
+            } => {
                 let dev = self.index_of(underlay)?;
-                let mut b = LinkVxlan::new(&l.name, vni.unwrap_or(0)).local(*local).port(*port).dev(dev);
+                let mut b = LinkVxlan::new(&l.name, vni.unwrap_or(0))
+                    .local(*local)
+                    .port(*port)
+                    .dev(dev);
                 if let Some(r) = remote {
                     b = b.remote(*r);
                 }
@@ -298,7 +378,11 @@ impl Netlink {
                 match key {
                     Some(k) => {
                         use rtnetlink::packet_route::link::GreIOFlags;
-                        b = b.iflags(GreIOFlags::Key).oflags(GreIOFlags::Key).ikey(*k).okey(*k);
+                        b = b
+                            .iflags(GreIOFlags::Key)
+                            .oflags(GreIOFlags::Key)
+                            .ikey(*k)
+                            .okey(*k);
                     }
                     None => b = b.collect_metadata(true),
                 }
@@ -315,7 +399,8 @@ impl Netlink {
             .build();
         let h = self.handle.clone();
         let what = format!("set alias of {}", l.name);
-        if let Err(e) = self.run(async move { h.link().set(msg).execute().await.map_err(k(what)) }) {
+        if let Err(e) = self.run(async move { h.link().set(msg).execute().await.map_err(k(what)) })
+        {
             // not recognisable as ours: do not leave it behind
             let _ = self.delete_link(&l.name);
             return Err(e);
@@ -360,7 +445,9 @@ impl Netlink {
         let (ip, prefix) = (a.addr, a.prefix);
         self.run(async move {
             let mut req = h.address().add(idx, IpAddr::V4(ip), prefix);
-            req.message_mut().attributes.push(AddressAttribute::Flags(AddressFlags::Noprefixroute));
+            req.message_mut()
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Noprefixroute));
             req.execute().await.map_err(k(what))
         })
     }
@@ -371,7 +458,10 @@ impl Netlink {
         let what = format!("delete {a}");
         let (ip, prefix) = (a.addr, a.prefix);
         self.run(async move {
-            let msg = rtnetlink::AddressMessageBuilder::<Ipv4Addr>::new().index(idx).address(ip, prefix).build();
+            let msg = rtnetlink::AddressMessageBuilder::<Ipv4Addr>::new()
+                .index(idx)
+                .address(ip, prefix)
+                .build();
             h.address().del(msg).execute().await.map_err(k(what))
         })
     }
@@ -402,7 +492,8 @@ impl Netlink {
             let mut msg = NeighbourMessage::default();
             msg.header.family = AddressFamily::Inet;
             msg.header.ifindex = idx;
-            msg.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+            msg.attributes
+                .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
             h.neighbours().del(msg).execute().await.map_err(k(what))
         })
     }
@@ -436,7 +527,14 @@ impl Netlink {
         let msg = self.route_message(r)?;
         let h = self.handle.clone();
         let what = format!("add {r}");
-        self.run(async move { h.route().add(msg).replace().execute().await.map_err(k(what)) })
+        self.run(async move {
+            h.route()
+                .add(msg)
+                .replace()
+                .execute()
+                .await
+                .map_err(k(what))
+        })
     }
 
     pub fn delete_route(&self, r: &Route) -> Result<(), NetlinkError> {
@@ -450,7 +548,10 @@ impl Netlink {
         let mut m = RuleMessage::default();
         m.header.family = AddressFamily::Inet;
         m.attributes.push(RuleAttribute::Priority(r.priority));
-        m.attributes.push(RuleAttribute::Protocol(RouteProtocol::Other(RTPROT_GATEWAY)));
+        m.attributes
+            .push(RuleAttribute::Protocol(RouteProtocol::Other(
+                RTPROT_GATEWAY,
+            )));
         if let Some(i) = &r.iif {
             m.attributes.push(RuleAttribute::Iifname(i.clone()));
         }
@@ -496,10 +597,23 @@ impl Netlink {
     pub fn delete_l3mdev_rule(&self) -> Result<(), NetlinkError> {
         let h = self.handle.clone();
         self.run(async move {
-            let rules: Vec<RuleMessage> = h.rule().get(IpVersion::V4).execute().try_collect().await.map_err(k("list rules"))?;
+            let rules: Vec<RuleMessage> = h
+                .rule()
+                .get(IpVersion::V4)
+                .execute()
+                .try_collect()
+                .await
+                .map_err(k("list rules"))?;
             for r in rules {
-                if r.attributes.iter().any(|a| matches!(a, RuleAttribute::L3MDev(true))) {
-                    h.rule().del(r).execute().await.map_err(k("delete the l3mdev rule"))?;
+                if r.attributes
+                    .iter()
+                    .any(|a| matches!(a, RuleAttribute::L3MDev(true)))
+                {
+                    h.rule()
+                        .del(r)
+                        .execute()
+                        .await
+                        .map_err(k("delete the l3mdev rule"))?;
                 }
             }
             Ok(())
@@ -511,17 +625,24 @@ impl Netlink {
         let idx = self.index_of(dev)?;
         let h = self.handle.clone();
         self.run(async move {
-            let addrs: Vec<AddressMessage> = h.address().get().set_link_index_filter(idx).execute().try_collect().await.map_err(k("list addresses"))?;
+            let addrs: Vec<AddressMessage> = h
+                .address()
+                .get()
+                .set_link_index_filter(idx)
+                .execute()
+                .try_collect()
+                .await
+                .map_err(k("list addresses"))?;
             let mut out = Vec::new();
             for a in addrs {
                 for x in &a.attributes {
                     if let AddressAttribute::Local(IpAddr::V4(v)) = x {
                         let len = a.header.prefix_len;
                         let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-                        if let Ok(n) = Ipv4Net::new(Ipv4Addr::from(u32::from(*v) & mask), len) {
-                            if !out.contains(&n) {
-                                out.push(n);
-                            }
+                        if let Ok(n) = Ipv4Net::new(Ipv4Addr::from(u32::from(*v) & mask), len)
+                            && !out.contains(&n)
+                        {
+                            out.push(n);
                         }
                     }
                 }

@@ -19,7 +19,11 @@ pub enum NftError {
 fn run(args: &[&str], stdin: Option<&str>) -> Result<String, NftError> {
     let mut c = Command::new("nft")
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -31,7 +35,9 @@ fn run(args: &[&str], stdin: Option<&str>) -> Result<String, NftError> {
     if o.status.success() {
         Ok(String::from_utf8_lossy(&o.stdout).into_owned())
     } else {
-        Err(NftError::Refused(String::from_utf8_lossy(&o.stderr).trim().to_string()))
+        Err(NftError::Refused(
+            String::from_utf8_lossy(&o.stderr).trim().to_string(),
+        ))
     }
 }
 
@@ -75,8 +81,12 @@ pub fn counters(listing: &serde_json::Value) -> Vec<(String, String, u64, u64)> 
     let mut out = Vec::new();
     for o in listing["nftables"].as_array().into_iter().flatten() {
         let r = &o["rule"];
-        let Some(chain) = r["chain"].as_str() else { continue };
-        let Some(expr) = r["expr"].as_array() else { continue };
+        let Some(chain) = r["chain"].as_str() else {
+            continue;
+        };
+        let Some(expr) = r["expr"].as_array() else {
+            continue;
+        };
         let mut summary = Vec::new();
         let (mut packets, mut bytes, mut has_counter) = (0, 0, false);
         for e in expr {
@@ -86,12 +96,13 @@ pub fn counters(listing: &serde_json::Value) -> Vec<(String, String, u64, u64)> 
                 bytes = c["bytes"].as_u64().unwrap_or(0);
             } else if let Some(m) = e.get("match") {
                 let right = &m["right"];
-                let field = m["left"]["payload"]["field"].as_str().or(m["left"]["meta"]["key"].as_str()).unwrap_or("");
+                let field = m["left"]["payload"]["field"]
+                    .as_str()
+                    .or(m["left"]["meta"]["key"].as_str())
+                    .unwrap_or("");
                 summary.push(format!("{field} {}", right.to_string().trim_matches('"')));
-            } else if let Some(obj) = e.as_object() {
-                if let Some(k) = obj.keys().next() {
-                    summary.push(k.clone());
-                }
+            } else if let Some(k) = e.as_object().and_then(|o| o.keys().next()) {
+                summary.push(k.clone());
             }
         }
         if has_counter {

@@ -15,26 +15,64 @@ use std::fmt;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Change {
-    Sysctl { key: String, from: String, to: String },
-    CreateLink { link: Link },
-    RecreateLink { link: Link, was: String },
-    SetMaster { link: String, master: Option<String> },
-    SetUp { link: String },
-    AddAddress { address: Address },
-    AddNeigh { neigh: Neigh },
-    AddRoute { route: Route },
-    AddRule { rule: Rule },
+    Sysctl {
+        key: String,
+        from: String,
+        to: String,
+    },
+    CreateLink {
+        link: Link,
+    },
+    RecreateLink {
+        link: Link,
+        was: String,
+    },
+    SetMaster {
+        link: String,
+        master: Option<String>,
+    },
+    SetUp {
+        link: String,
+    },
+    AddAddress {
+        address: Address,
+    },
+    AddNeigh {
+        neigh: Neigh,
+    },
+    AddRoute {
+        route: Route,
+    },
+    AddRule {
+        rule: Rule,
+    },
     /// Create or replace the whole ruleset atomically.
-    Ruleset { replace: bool, digest: String },
-    DeleteRule { rule: Rule },
-    DeleteRoute { route: Route },
-    DeleteNeigh { neigh: Neigh },
-    DeleteAddress { address: Address },
-    DeleteLink { link: String },
+    Ruleset {
+        replace: bool,
+        digest: String,
+    },
+    DeleteRule {
+        rule: Rule,
+    },
+    DeleteRoute {
+        route: Route,
+    },
+    DeleteNeigh {
+        neigh: Neigh,
+    },
+    DeleteAddress {
+        address: Address,
+    },
+    DeleteLink {
+        link: String,
+    },
     DeleteRuleset,
     /// The `l3mdev` rule the kernel added with the first VRF, when no VRF is left.
     DeleteL3mdevRule,
-    RestoreSysctl { key: String, to: String },
+    RestoreSysctl {
+        key: String,
+        to: String,
+    },
 }
 
 impl Change {
@@ -71,18 +109,26 @@ impl fmt::Display for Change {
                 None => write!(f, "link {link} nomaster"),
             },
             Change::SetUp { link } => write!(f, "link {link} up"),
-            Change::AddAddress { address } | Change::DeleteAddress { address } => write!(f, "{address}"),
+            Change::AddAddress { address } | Change::DeleteAddress { address } => {
+                write!(f, "{address}")
+            }
             Change::AddNeigh { neigh } | Change::DeleteNeigh { neigh } => write!(f, "{neigh}"),
             Change::AddRoute { route } | Change::DeleteRoute { route } => write!(f, "{route}"),
             Change::AddRule { rule } | Change::DeleteRule { rule } => write!(f, "{rule}"),
             Change::Ruleset { replace, digest } => write!(
                 f,
                 "nft table inet {NFT_TABLE} ({}, version {digest})",
-                if *replace { "replace atomically" } else { "create" }
+                if *replace {
+                    "replace atomically"
+                } else {
+                    "create"
+                }
             ),
             Change::DeleteLink { link } => write!(f, "link {link}"),
             Change::DeleteRuleset => write!(f, "nft table inet {NFT_TABLE}"),
-            Change::DeleteL3mdevRule => write!(f, "rule l3mdev (added by the kernel with the first VRF)"),
+            Change::DeleteL3mdevRule => {
+                write!(f, "rule l3mdev (added by the kernel with the first VRF)")
+            }
             Change::RestoreSysctl { key, to } => write!(f, "sysctl {key} -> {to} (restore)"),
         }
     }
@@ -101,9 +147,18 @@ pub struct Extra {
 pub fn plan(d: &Desired, o: &Observed, x: &Extra) -> Vec<Change> {
     let mut out = Vec::new();
     for s in &d.sysctls {
-        let cur = x.sysctls.iter().find(|(k, _)| *k == s.key).map(|(_, v)| v.clone()).unwrap_or_default();
+        let cur = x
+            .sysctls
+            .iter()
+            .find(|(k, _)| *k == s.key)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
         if cur != s.value {
-            out.push(Change::Sysctl { key: s.key.clone(), from: cur, to: s.value.clone() });
+            out.push(Change::Sysctl {
+                key: s.key.clone(),
+                from: cur,
+                to: s.value.clone(),
+            });
         }
     }
     // links
@@ -117,22 +172,33 @@ pub fn plan(d: &Desired, o: &Observed, x: &Extra) -> Vec<Change> {
                 gone.insert(l.name.clone());
             }
             Some(ol) if ol.spec != l.spec() => {
-                out.push(Change::RecreateLink { link: l.clone(), was: ol.spec.clone() });
+                out.push(Change::RecreateLink {
+                    link: l.clone(),
+                    was: ol.spec.clone(),
+                });
                 gone.insert(l.name.clone());
             }
             Some(ol) => {
                 if ol.master != l.master {
-                    out.push(Change::SetMaster { link: l.name.clone(), master: l.master.clone() });
+                    out.push(Change::SetMaster {
+                        link: l.name.clone(),
+                        master: l.master.clone(),
+                    });
                 }
                 if !ol.up {
-                    out.push(Change::SetUp { link: l.name.clone() });
+                    out.push(Change::SetUp {
+                        link: l.name.clone(),
+                    });
                 }
             }
         }
     }
     let wanted: BTreeSet<&str> = d.links.iter().map(|l| l.name.as_str()).collect();
-    let removed: Vec<&super::netlink::ObservedLink> =
-        o.links.iter().filter(|ol| !wanted.contains(ol.name.as_str())).collect();
+    let removed: Vec<&super::netlink::ObservedLink> = o
+        .links
+        .iter()
+        .filter(|ol| !wanted.contains(ol.name.as_str()))
+        .collect();
     for ol in &removed {
         gone.insert(ol.name.clone());
     }
@@ -155,35 +221,52 @@ pub fn plan(d: &Desired, o: &Observed, x: &Extra) -> Vec<Change> {
         out.push(Change::AddRule { rule: r.clone() });
     }
     match &x.ruleset_digest {
-        None => out.push(Change::Ruleset { replace: false, digest: d.ruleset_digest.clone() }),
-        Some(dg) if *dg != d.ruleset_digest => {
-            out.push(Change::Ruleset { replace: true, digest: d.ruleset_digest.clone() })
-        }
+        None => out.push(Change::Ruleset {
+            replace: false,
+            digest: d.ruleset_digest.clone(),
+        }),
+        Some(dg) if *dg != d.ruleset_digest => out.push(Change::Ruleset {
+            replace: true,
+            digest: d.ruleset_digest.clone(),
+        }),
         Some(_) => {}
     }
     for r in o.rules.iter().filter(|r| !d.rules.contains(r)) {
         out.push(Change::DeleteRule { rule: r.clone() });
     }
     for r in o_route.iter().filter(|r| !d.routes.contains(r)) {
-        out.push(Change::DeleteRoute { route: (*r).clone() });
+        out.push(Change::DeleteRoute {
+            route: (*r).clone(),
+        });
     }
     for n in o_neigh.iter().filter(|n| !d.neighs.contains(n)) {
-        out.push(Change::DeleteNeigh { neigh: (*n).clone() });
+        out.push(Change::DeleteNeigh {
+            neigh: (*n).clone(),
+        });
     }
     for a in o_addr.iter().filter(|a| !d.addresses.contains(a)) {
-        out.push(Change::DeleteAddress { address: (*a).clone() });
+        out.push(Change::DeleteAddress {
+            address: (*a).clone(),
+        });
     }
     let mut removed: Vec<_> = removed.into_iter().collect();
     removed.sort_by_key(|l| (l.kind == "vrf", l.name.clone()));
     for ol in removed {
-        out.push(Change::DeleteLink { link: ol.name.clone() });
+        out.push(Change::DeleteLink {
+            link: ol.name.clone(),
+        });
     }
     out
 }
 
 /// Everything of ours, removed: the inverse of an apply. `restore` are the sysctl originals
 /// recorded at the first apply; `l3mdev_was_there` whether the l3mdev rule predates us.
-pub fn destroy(o: &Observed, x: &Extra, restore: &[(String, String)], l3mdev_was_there: bool) -> Vec<Change> {
+pub fn destroy(
+    o: &Observed,
+    x: &Extra,
+    restore: &[(String, String)],
+    l3mdev_was_there: bool,
+) -> Vec<Change> {
     let mut out = Vec::new();
     if x.ruleset_digest.is_some() {
         out.push(Change::DeleteRuleset);
@@ -198,15 +281,24 @@ pub fn destroy(o: &Observed, x: &Extra, restore: &[(String, String)], l3mdev_was
     links.sort_by_key(|l| (l.kind == "vrf", l.name.clone()));
     let ours_vrfs = links.iter().filter(|l| l.kind == "vrf").count();
     for l in links {
-        out.push(Change::DeleteLink { link: l.name.clone() });
+        out.push(Change::DeleteLink {
+            link: l.name.clone(),
+        });
     }
     if o.l3mdev_rule && !l3mdev_was_there && ours_vrfs > 0 && o.vrf_count == ours_vrfs {
         out.push(Change::DeleteL3mdevRule);
     }
     for (k, v) in restore {
-        let cur = x.sysctls.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        let cur = x
+            .sysctls
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str());
         if cur != Some(v.as_str()) {
-            out.push(Change::RestoreSysctl { key: k.clone(), to: v.clone() });
+            out.push(Change::RestoreSysctl {
+                key: k.clone(),
+                to: v.clone(),
+            });
         }
     }
     out

@@ -5,8 +5,8 @@
 //! Each feature names the kernel config options it needs, so a refusal can say exactly what
 //! to build or load.
 
-use super::netlink::Netlink;
 use super::model::Link;
+use super::netlink::Netlink;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -93,12 +93,19 @@ fn nft(ruleset: &str) -> Result<(), String> {
     if o.status.success() {
         Ok(())
     } else {
-        Err(String::from_utf8_lossy(&o.stderr).lines().next().unwrap_or("nft failed").to_string())
+        Err(String::from_utf8_lossy(&o.stderr)
+            .lines()
+            .next()
+            .unwrap_or("nft failed")
+            .to_string())
     }
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
-    let o = Command::new("ip").args(args).output().map_err(|e| format!("cannot run ip: {e}"))?;
+    let o = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run ip: {e}"))?;
     if o.status.success() {
         Ok(())
     } else {
@@ -108,37 +115,70 @@ fn ip(args: &[&str]) -> Result<(), String> {
 
 fn try_feature(nl: &Netlink, f: Feature) -> Result<(), String> {
     use super::model::LinkKind;
-    let link = |name: &str, kind: LinkKind| Link { name: name.into(), kind, master: None };
+    let link = |name: &str, kind: LinkKind| Link {
+        name: name.into(),
+        kind,
+        master: None,
+    };
     let lo = std::net::Ipv4Addr::LOCALHOST;
     match f {
         Feature::Vrf => nl
             .create_link(&link("p-vrf", LinkKind::Vrf { table: 10 }))
             .map_err(|e| e.to_string()),
         Feature::Gretap => nl
-            .create_link(&link("p-gre", LinkKind::Gretap { key: Some(1), local: Some(lo), remote: Some(lo) }))
+            .create_link(&link(
+                "p-gre",
+                LinkKind::Gretap {
+                    key: Some(1),
+                    local: Some(lo),
+                    remote: Some(lo),
+                },
+            ))
             .map_err(|e| e.to_string()),
         Feature::Vxlan => nl
-            .create_link(&link("p-vx", LinkKind::Vxlan { vni: Some(1), local: lo, remote: Some(lo), port: 4789, underlay: "lo".into() }))
+            .create_link(&link(
+                "p-vx",
+                LinkKind::Vxlan {
+                    vni: Some(1),
+                    local: lo,
+                    remote: Some(lo),
+                    port: 4789,
+                    underlay: "lo".into(),
+                },
+            ))
             .map_err(|e| e.to_string()),
         Feature::Lwtunnel => {
-            ip(&["link", "add", "p-lwt", "type", "veth", "peer", "name", "p-lwt1"])?;
+            ip(&[
+                "link", "add", "p-lwt", "type", "veth", "peer", "name", "p-lwt1",
+            ])?;
             ip(&["link", "set", "p-lwt", "up"])?;
-            ip(&["route", "add", "10.255.0.0/24", "dev", "p-lwt", "encap", "ip", "id", "1", "dst", "127.0.0.2", "key"])
+            ip(&[
+                "route",
+                "add",
+                "10.255.0.0/24",
+                "dev",
+                "p-lwt",
+                "encap",
+                "ip",
+                "id",
+                "1",
+                "dst",
+                "127.0.0.2",
+                "key",
+            ])
         }
         Feature::TunIdRule => ip(&["rule", "add", "tun_id", "1", "lookup", "10"]),
-        Feature::NftNatZones => nft(
-            "table inet p {\n\
+        Feature::NftNatZones => nft("table inet p {\n\
              chain r { type filter hook prerouting priority raw; ct zone set 1\n}\n\
              chain n { type nat hook prerouting priority dstnat; ip daddr 198.51.100.1 dnat ip to 10.0.0.1\n}\n\
-             chain s { type nat hook postrouting priority srcnat; ct zone 1 snat ip to 198.51.100.1\n}\n}\n",
-        ),
+             chain s { type nat hook postrouting priority srcnat; ct zone 1 snat ip to 198.51.100.1\n}\n}\n"),
         Feature::Flowtable => {
-            ip(&["link", "add", "p-ft0", "type", "veth", "peer", "name", "p-ft1"])?;
-            nft(
-                "table inet pf {\n\
+            ip(&[
+                "link", "add", "p-ft0", "type", "veth", "peer", "name", "p-ft1",
+            ])?;
+            nft("table inet pf {\n\
                  flowtable ft { hook ingress priority filter; devices = { \"p-ft0\" }; }\n\
-                 chain f { type filter hook forward priority filter; meta l4proto tcp flow add @ft\n}\n}\n",
-            )
+                 chain f { type filter hook forward priority filter; meta l4proto tcp flow add @ft\n}\n}\n")
         }
     }
 }
@@ -150,6 +190,10 @@ mod tests {
     #[test]
     fn names_config_options() {
         assert!(Feature::Vrf.describe().contains("CONFIG_NET_VRF"));
-        assert!(Feature::Flowtable.describe().contains("CONFIG_NFT_FLOW_OFFLOAD"));
+        assert!(
+            Feature::Flowtable
+                .describe()
+                .contains("CONFIG_NFT_FLOW_OFFLOAD")
+        );
     }
 }

@@ -127,3 +127,97 @@ pub fn ping(lab: &UploadLab, src: &str) -> bool {
         )
         .is_ok()
 }
+
+/// Runs `f` on a thread that has joined namespace `ns`: sockets it makes live there.
+pub fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    use std::os::fd::AsRawFd;
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let fd = std::fs::File::open(&path).expect("netns file");
+        // SAFETY: setns on this thread only, with a namespace fd we hold open.
+        let r = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+}
+
+/// A TCP server in a namespace that answers every connection with `<banner> from <peer>`.
+pub struct Server {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+pub fn serve(ns: &str, port: u16, banner: &str) -> Server {
+    use std::io::Write;
+    use std::sync::atomic::Ordering;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let banner = banner.to_string();
+    let s = stop.clone();
+    let thread = in_netns(ns, move || {
+        let l = match std::net::TcpListener::bind(("0.0.0.0", port)) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = tx.send(Err(e.to_string()));
+                return;
+            }
+        };
+        l.set_nonblocking(true).expect("nonblocking");
+        let _ = tx.send(Ok(()));
+        while !s.load(Ordering::Relaxed) {
+            match l.accept() {
+                Ok((mut c, peer)) => {
+                    let _ = c.set_nonblocking(false);
+                    let _ = writeln!(c, "{banner} from {}", peer.ip());
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("server thread")
+        .unwrap_or_else(|e| panic!("bind {ns}:{port}: {e}"));
+    Server {
+        stop,
+        thread: Some(thread),
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Connects from a namespace and returns the first line the server sends, or why not.
+pub fn connect(ns: &str, addr: &str, port: u16) -> Result<String, String> {
+    use std::io::BufRead;
+    let addr: std::net::SocketAddr = format!("{addr}:{port}").parse().expect("address");
+    in_netns(ns, move || {
+        let s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+            .map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))
+            .map_err(|e| e.to_string())?;
+        let mut line = String::new();
+        std::io::BufReader::new(s)
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
+        Ok(line.trim().to_string())
+    })
+    .join()
+    .expect("connect thread")
+}
+
+/// Runs the `tollgate` CLI inside a namespace.
+pub fn tollgate(ns: &tollgate::lab::Netns, args: &[&str]) -> std::process::Output {
+    ns.command(tollgate_bin())
+        .args(args)
+        .output()
+        .expect("running tollgate")
+}

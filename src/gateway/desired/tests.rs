@@ -1,1 +1,137 @@
+use super::*;
+use std::path::Path;
 
+fn config(tunnel: &str, mode: &str, isolation: &str) -> Config {
+    let text = include_str!("../../../examples/gateway.toml")
+        .replace("tunnel = \"gretap\"", &format!("tunnel = \"{tunnel}\""))
+        .replace(
+            "tunnel_mode = \"external\"",
+            &format!("tunnel_mode = \"{mode}\""),
+        )
+        .replace(
+            "isolation = \"vrf\"",
+            &format!("isolation = \"{isolation}\""),
+        );
+    Config::parse(&text, Path::new("t")).unwrap()
+}
+
+fn public() -> Vec<Ipv4Net> {
+    vec!["198.51.100.0/24".parse().unwrap()]
+}
+
+#[test]
+fn per_tenant_table_vxlan() {
+    let d = build(&config("vxlan", "per-tenant", "table"), &public(), false);
+    let names: Vec<&str> = d.links.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, vec!["tgt1000", "tgt2000"]);
+    assert_eq!(
+        d.links[0].spec(),
+        "vxlan id 1000 local 172.31.0.1 remote 172.31.0.11 dstport 4789 dev eth-ul"
+    );
+    assert!(d.links.iter().all(|l| l.master.is_none()));
+    assert_eq!(d.addresses.len(), 2);
+    assert!(d.neighs.is_empty());
+    // per tenant: its network on its device, the public subnet
+    assert_eq!(d.routes.len(), 4);
+    assert!(
+        d.routes
+            .iter()
+            .any(|r| r.table == 2000 && r.dev == "tgt2000" && r.encap.is_none())
+    );
+    let rules: Vec<String> = d.rules.iter().map(|r| r.to_string()).collect();
+    assert_eq!(
+        rules,
+        vec![
+            "rule pref 10002 fwmark 1000 lookup 1000",
+            "rule pref 10002 fwmark 2000 lookup 2000"
+        ]
+    );
+    let rs = &d.ruleset;
+    assert!(
+        rs.contains("ct zone set iifname map { \"tgt1000\" : 1000, \"tgt2000\" : 2000 }"),
+        "{rs}"
+    );
+    assert!(
+        rs.contains("dnat ip to ip daddr map { 203.0.113.11 : 10.0.0.7, 203.0.113.12 : 10.0.0.7 }"),
+        "{rs}"
+    );
+    assert!(
+        rs.contains("snat ip to ct zone map { 1000 : 203.0.113.11, 2000 : 203.0.113.12 }"),
+        "{rs}"
+    );
+    assert!(
+        rs.contains("ct zone vmap { 1000 : jump tenant_user1, 2000 : jump tenant_user2 }"),
+        "{rs}"
+    );
+    assert!(
+        rs.contains("tcp dport 22 counter reject with tcp reset"),
+        "{rs}"
+    );
+    assert!(rs.contains("meta iifkind \"vrf\" accept"), "{rs}");
+    assert!(!rs.contains("flowtable"), "{rs}");
+    assert!(
+        rs.contains(&format!("tollgate {}", d.ruleset_digest)),
+        "{rs}"
+    );
+}
+
+#[test]
+fn external_vrf_gretap_with_offload() {
+    let d = build(&config("gretap", "external", "vrf"), &public(), true);
+    let names: Vec<&str> = d.links.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, vec!["tgtun", "tgv1000", "tgv2000"]);
+    assert_eq!(d.links[0].spec(), "gretap external");
+    // one /32 for the shared gateway IP, one neighbour per tenant
+    assert_eq!(d.addresses.len(), 1);
+    let n: Vec<String> = d.neighs.iter().map(|n| n.to_string()).collect();
+    assert_eq!(
+        n,
+        vec![
+            "neigh 169.254.3.232 lladdr 02:00:00:00:10:07 dev tgtun permanent",
+            "neigh 169.254.7.208 lladdr 02:00:00:00:20:07 dev tgtun permanent",
+        ]
+    );
+    let r = d
+        .routes
+        .iter()
+        .find(|r| r.table == 1000 && r.encap.is_some())
+        .unwrap();
+    assert_eq!(
+        r.to_string(),
+        "route 10.0.0.0/24 via 169.254.3.232 onlink encap ip id 1000 dst 172.31.0.11 key dev tgtun table 1000"
+    );
+    let rules: Vec<String> = d.rules.iter().map(|r| r.to_string()).collect();
+    assert!(
+        rules
+            .contains(&"rule pref 10000 iif tgtun fwmark 1000 tun_id 1000 lookup 1000".to_string()),
+        "{rules:?}"
+    );
+    assert!(
+        rules.contains(&"rule pref 10001 iif tgtun prohibit".to_string()),
+        "{rules:?}"
+    );
+    let rs = &d.ruleset;
+    assert!(rs.contains("devices = { \"eth-pub\", \"tgtun\" }"), "{rs}");
+    assert!(rs.contains("flow add @ft"), "{rs}");
+    assert!(rs.contains("iifname \"eth-ul\" meta mark set ip saddr map { 172.31.0.11 : 1000, 172.31.0.12 : 2000 }"), "{rs}");
+}
+
+#[test]
+fn per_tenant_vrf_enslaves() {
+    let d = build(&config("gretap", "per-tenant", "vrf"), &public(), false);
+    let t = d.links.iter().find(|l| l.name == "tgt2000").unwrap();
+    assert_eq!(t.master.as_deref(), Some("tgv2000"));
+    assert_eq!(
+        t.spec(),
+        "gretap key 2000 local 172.31.0.1 remote 172.31.0.12"
+    );
+}
+
+#[test]
+fn ruleset_version_follows_content() {
+    let a = build(&config("vxlan", "per-tenant", "table"), &public(), false);
+    let b = build(&config("vxlan", "per-tenant", "table"), &public(), false);
+    let c = build(&config("vxlan", "per-tenant", "table"), &public(), true);
+    assert_eq!(a.ruleset_digest, b.ruleset_digest);
+    assert_ne!(a.ruleset_digest, c.ruleset_digest);
+}
