@@ -10,6 +10,7 @@ mod common;
 
 use common::*;
 use std::path::Path;
+use std::time::Duration;
 use tollgate::lab::GatewayLab;
 
 /// The example config with the variant's keys substituted.
@@ -302,4 +303,100 @@ fn refuses_what_the_kernel_lacks() {
     }
     ok(&tollgate(&lab.gw, &["destroy", "-c", c]));
     assert_eq!(before, lab.gw.snapshot().expect("snapshot"));
+}
+
+/// Proves flow offload: a TCP flow through the EIP stays established while data flows, and the
+/// kernel marks it [OFFLOAD] in conntrack (or the flowtable's counters move).
+fn offload_is_active(lab: &GatewayLab, c: &str) {
+    use std::io::{BufRead, Write};
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let client = in_netns(lab.cl.name(), move || {
+        let addr: std::net::SocketAddr = "203.0.113.11:22".parse().expect("addr");
+        let s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+        let mut r = std::io::BufReader::new(s.try_clone().expect("clone"));
+        let mut line = String::new();
+        r.read_line(&mut line).expect("banner");
+        let mut w = s;
+        let chunk = vec![7u8; 16 * 1024];
+        let _ = tx.send(());
+        // keep data flowing until the check is done
+        while done_rx.try_recv().is_err() {
+            if w.write_all(&chunk).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        line
+    });
+    rx.recv_timeout(Duration::from_secs(10)).expect("flow established");
+    let offloaded = tollgate::lab::wait_until(Duration::from_secs(20), || {
+        lab.gw
+            .exec("conntrack", &["-L"])
+            .map(|o| o.contains("[OFFLOAD]"))
+            .unwrap_or(false)
+    });
+    let show = ok(&tollgate(&lab.gw, &["show", "--json", "-c", c]));
+    let _ = done_tx.send(());
+    let banner = client.join().expect("client");
+    assert!(banner.starts_with("t1:22"), "{banner}");
+    let conntrack = lab.gw.exec("conntrack", &["-L"]).unwrap_or_default();
+    assert!(offloaded, "no flow was offloaded:\n{conntrack}");
+    let report: serde_json::Value = serde_json::from_str(&show).expect("show --json");
+    assert_eq!(report["offload"]["flowtable"], true, "{show}");
+    assert!(report["offload"]["offloaded_flows"].as_u64().unwrap_or(0) >= 1, "{show}");
+    eprintln!("offload: {}", report["offload"]);
+}
+
+/// Inside the VM (Debian's stock kernel): the reference design. Does nothing elsewhere.
+#[test]
+fn vm_inner_reference_design() {
+    if std::env::var_os("TOLLGATE_IN_VM").is_none() {
+        return; // run by vm_reference_design through tests/vm/run.sh
+    }
+    let Some(_serial) = lab("vm_inner_reference_design") else {
+        panic!("the VM lacks root, ip, nft or iperf3");
+    };
+    for mode in ["per-tenant", "external"] {
+        let tag = if mode == "external" { "ve" } else { "vp" };
+        eprintln!("== VM variant gretap/{mode}/vrf/offload=on");
+        matrix(tag, "gretap", mode, "vrf", "on", offload_is_active);
+    }
+}
+
+/// Boots Debian's stock kernel under qemu (tests/vm/run.sh) and runs `vm_inner_reference_design`
+/// from this very test binary inside it. Skipped when the VM tooling is not installed
+/// (tests/vm/setup.sh, which scripts/test.sh runs).
+#[test]
+fn vm_reference_design() {
+    let Some(_serial) = lab("vm_reference_design") else {
+        return;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let vng = Path::new("/opt/tollgate-vng/bin/vng");
+    let kernel = std::fs::read_dir("/lib/modules")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|m| Path::new("/boot").join(format!("vmlinuz-{}", m.file_name().to_string_lossy())).exists());
+    if !vng.exists() || !kernel {
+        eprintln!("skipped vm_reference_design: run tests/vm/setup.sh to install qemu, a Debian kernel and virtme-ng");
+        return;
+    }
+    let _ = shaper_bin(); // make sure the workspace binaries exist for the guest
+    let exe = std::env::current_exe().expect("test binary");
+    let out = std::process::Command::new("bash")
+        .arg(root.join("tests/vm/run.sh"))
+        .arg("env")
+        .arg("TOLLGATE_IN_VM=1")
+        .arg(&exe)
+        .args(["--exact", "vm_inner_reference_design", "--nocapture", "--test-threads=1"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("tests/vm/run.sh");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprintln!("{text}");
+    assert!(out.status.success(), "the reference design failed in the VM");
+    assert!(text.contains("test vm_inner_reference_design ... ok"), "the inner test did not run");
+    assert!(text.contains("VM variant gretap/external/vrf/offload=on"), "the inner test skipped a variant");
 }

@@ -144,7 +144,8 @@ pub fn in_netns<T: Send + 'static>(
     })
 }
 
-/// A TCP server in a namespace that answers every connection with `<banner> from <peer>`.
+/// A TCP server in a namespace that answers every connection with `<banner> from <peer>`, then
+/// reads (and discards) until the client closes, so a connection can stay established.
 pub struct Server {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -170,8 +171,15 @@ pub fn serve(ns: &str, port: u16, banner: &str) -> Server {
         while !s.load(Ordering::Relaxed) {
             match l.accept() {
                 Ok((mut c, peer)) => {
-                    let _ = c.set_nonblocking(false);
-                    let _ = writeln!(c, "{banner} from {}", peer.ip());
+                    let line = format!("{banner} from {}", peer.ip());
+                    std::thread::spawn(move || {
+                        use std::io::Read;
+                        let _ = c.set_nonblocking(false);
+                        let _ = c.set_read_timeout(Some(Duration::from_secs(20)));
+                        let _ = writeln!(c, "{line}");
+                        let mut buf = [0u8; 65536];
+                        while matches!(c.read(&mut buf), Ok(n) if n > 0) {}
+                    });
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(10)),
             }
