@@ -313,7 +313,8 @@ fn offload_is_active(lab: &GatewayLab, c: &str) {
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let client = in_netns(lab.cl.name(), move || {
         let addr: std::net::SocketAddr = "203.0.113.11:22".parse().expect("addr");
-        let s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+        let s =
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
         let mut r = std::io::BufReader::new(s.try_clone().expect("clone"));
         let mut line = String::new();
         r.read_line(&mut line).expect("banner");
@@ -329,7 +330,8 @@ fn offload_is_active(lab: &GatewayLab, c: &str) {
         }
         line
     });
-    rx.recv_timeout(Duration::from_secs(10)).expect("flow established");
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("flow established");
     let offloaded = tollgate::lab::wait_until(Duration::from_secs(20), || {
         lab.gw
             .exec("conntrack", &["-L"])
@@ -344,7 +346,10 @@ fn offload_is_active(lab: &GatewayLab, c: &str) {
     assert!(offloaded, "no flow was offloaded:\n{conntrack}");
     let report: serde_json::Value = serde_json::from_str(&show).expect("show --json");
     assert_eq!(report["offload"]["flowtable"], true, "{show}");
-    assert!(report["offload"]["offloaded_flows"].as_u64().unwrap_or(0) >= 1, "{show}");
+    assert!(
+        report["offload"]["offloaded_flows"].as_u64().unwrap_or(0) >= 1,
+        "{show}"
+    );
     eprintln!("offload: {}", report["offload"]);
 }
 
@@ -378,9 +383,15 @@ fn vm_reference_design() {
         .into_iter()
         .flatten()
         .flatten()
-        .any(|m| Path::new("/boot").join(format!("vmlinuz-{}", m.file_name().to_string_lossy())).exists());
+        .any(|m| {
+            Path::new("/boot")
+                .join(format!("vmlinuz-{}", m.file_name().to_string_lossy()))
+                .exists()
+        });
     if !vng.exists() || !kernel {
-        eprintln!("skipped vm_reference_design: run tests/vm/setup.sh to install qemu, a Debian kernel and virtme-ng");
+        eprintln!(
+            "skipped vm_reference_design: run tests/vm/setup.sh to install qemu, a Debian kernel and virtme-ng"
+        );
         return;
     }
     let _ = shaper_bin(); // make sure the workspace binaries exist for the guest
@@ -390,13 +401,31 @@ fn vm_reference_design() {
         .arg("env")
         .arg("TOLLGATE_IN_VM=1")
         .arg(&exe)
-        .args(["--exact", "vm_inner_reference_design", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "vm_inner_reference_design",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .stdin(std::process::Stdio::null())
         .output()
         .expect("tests/vm/run.sh");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     eprintln!("{text}");
-    assert!(out.status.success(), "the reference design failed in the VM");
-    assert!(text.contains("test vm_inner_reference_design ... ok"), "the inner test did not run");
-    assert!(text.contains("VM variant gretap/external/vrf/offload=on"), "the inner test skipped a variant");
+    assert!(
+        out.status.success(),
+        "the reference design failed in the VM"
+    );
+    assert!(
+        text.contains("test vm_inner_reference_design ... ok"),
+        "the inner test did not run"
+    );
+    assert!(
+        text.contains("VM variant gretap/external/vrf/offload=on"),
+        "the inner test skipped a variant"
+    );
 }
