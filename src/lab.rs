@@ -143,7 +143,22 @@ impl Netns {
         let mut s = String::new();
         s += &self.ip(&["rule", "show"])?;
         s += &self.ip(&["-4", "route", "show", "table", "all"])?;
-        s += &self.ip(&["-br", "link", "show"])?;
+        // configuration, not carrier: drop the operational state and carrier flags
+        for line in self.ip(&["-br", "link", "show"])?.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let flags = f.last().copied().unwrap_or("");
+            let flags: Vec<&str> = flags
+                .trim_matches(|c| c == '<' || c == '>')
+                .split(',')
+                .filter(|x| *x != "LOWER_UP" && *x != "NO-CARRIER")
+                .collect();
+            s += &format!(
+                "{} {} <{}>\n",
+                f.first().copied().unwrap_or(""),
+                f.get(2).copied().unwrap_or(""),
+                flags.join(",")
+            );
+        }
         s += &self.exec("nft", &["list", "ruleset"])?;
         let sysctls = self.exec(
             "sh",
@@ -477,6 +492,21 @@ impl GatewayLab {
             t.ip(&["addr", "add", "10.0.0.7/24", "dev", "tun0"])?;
             t.ip(&["link", "set", "tun0", "up"])?;
             t.ip(&["route", "add", "default", "via", "10.0.0.1"])?;
+        }
+        let gw = &lab.gw;
+        let carrier = wait_until(Duration::from_secs(10), || {
+            gw.ip(&["-br", "link", "show"])
+                .map(|o| {
+                    o.lines()
+                        .filter(|l| l.starts_with("eth-"))
+                        .all(|l| !l.contains("NO-CARRIER"))
+                })
+                .unwrap_or(false)
+        });
+        if !carrier {
+            return Err(LabError::Other(
+                "the gateway's links did not come up".into(),
+            ));
         }
         Ok(lab)
     }

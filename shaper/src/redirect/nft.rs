@@ -339,8 +339,8 @@ mod tests {
         let rs = ruleset(&sel, "tg0", RedirectMode::Netdev, 0);
         let j = serde_json::to_string(&rs).unwrap();
         // one chain, two rules, regardless of the number of tenants
-        assert_eq!(j.matches("\"rule\"").count(), 2, "{j}");
-        assert_eq!(j.matches("\"chain\"").count(), 1, "{j}");
+        assert_eq!(j.matches("{\"rule\":{").count(), 2, "{j}");
+        assert_eq!(j.matches("{\"chain\":{").count(), 1, "{j}");
         assert!(j.contains("\"fwd\":{\"dev\":\"tg0\"}"), "{j}");
         assert!(j.contains("\"delete\""), "{j}");
         let route = ruleset(
