@@ -3,7 +3,10 @@
 //!
 //! - [`config`]: the declarative file (tenants, shaper, units) and its validation.
 //! - [`lab`]: network-namespace helpers used by the demo, the integration tests and benchmarks.
+//! - [`gateway`]: the gateway control plane (plan, apply, show, destroy).
+//! - [`nft`]: running the `nft` command with its errors captured.
 
 pub mod config;
 pub mod gateway;
 pub mod lab;
+pub mod nft;

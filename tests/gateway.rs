@@ -239,6 +239,41 @@ fn apply_converges_from_drift() {
 }
 
 #[test]
+fn refuses_a_foreign_device_with_our_name() {
+    let Some(_serial) = lab("refuses_a_foreign_device_with_our_name") else {
+        return;
+    };
+    let lab = GatewayLab::new("gf", "vxlan").expect("lab");
+    lab.gw
+        .ip(&[
+            "link", "add", "tgt2000", "type", "veth", "peer", "name", "op-peer",
+        ])
+        .expect("operator's link");
+    let before = lab.gw.snapshot().expect("snapshot");
+    let cfg = lab.dir.path().join("t.toml");
+    let state = lab.dir.path().join("state");
+    std::fs::write(
+        &cfg,
+        variant_config("vxlan", "per-tenant", "table", "off", &state),
+    )
+    .expect("config");
+    let c = cfg.to_str().expect("path");
+    for cmd in ["plan", "apply"] {
+        let out = tollgate(&lab.gw, &[cmd, "-c", c]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {err}");
+        assert!(
+            err.contains("\"tgt2000\" exists but is not tollgate's"),
+            "{cmd}: {err}"
+        );
+    }
+    assert_eq!(before, lab.gw.snapshot().expect("snapshot"));
+    // destroy leaves the operator's device alone
+    ok(&tollgate(&lab.gw, &["destroy", "-c", c]));
+    assert_eq!(before, lab.gw.snapshot().expect("snapshot"));
+}
+
+#[test]
 fn refuses_what_the_kernel_lacks() {
     let Some(_serial) = lab("refuses_what_the_kernel_lacks") else {
         return;

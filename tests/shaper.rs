@@ -10,28 +10,12 @@ use common::*;
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 use tollgate::lab::{UploadLab, finish_upload};
 
 const ALPHA: &str = "198.51.100.10";
 const BETA: &str = "198.51.100.20";
 const OTHER: &str = "198.51.100.30";
-
-/// Runs `f` on a thread that has joined namespace `ns`: sockets it makes live there.
-fn in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> std::thread::JoinHandle<T> {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let fd = std::fs::File::open(&path).expect("netns file");
-        // SAFETY: setns on this thread only, with a namespace fd we hold open.
-        let r = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(r, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        f()
-    })
-}
 
 /// Streams `total` pseudo-random bytes from `src` to the server and returns both SHA-256s.
 fn upload_and_hash(lab: &UploadLab, src: &'static str, total: usize) -> ([u8; 32], [u8; 32]) {

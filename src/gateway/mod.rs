@@ -30,6 +30,10 @@ pub enum GatewayError {
     Missing(Vec<String>),
     #[error("{0}")]
     Probe(String),
+    #[error(
+        "device {0:?} exists but is not tollgate's (no `tollgate:` alias): rename or remove it; nothing was changed"
+    )]
+    Foreign(String),
     #[error(transparent)]
     Netlink(#[from] netlink::NetlinkError),
     #[error(transparent)]
@@ -120,6 +124,12 @@ pub fn prepare(config: &Config) -> Result<Prepared, GatewayError> {
     let observed = nl.observe()?;
     let public = nl.subnets(&gw.public)?;
     let desired = desired::build(config, &public, offload);
+    for l in &desired.links {
+        let ours = observed.links.iter().any(|o| o.name == l.name);
+        if !ours && observed.index(&l.name).is_some() {
+            return Err(GatewayError::Foreign(l.name.clone()));
+        }
+    }
     let listing = nft::list()?;
     let extra = Extra {
         sysctls: read_sysctls(&desired),

@@ -37,6 +37,29 @@ fn k(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
     move |err| NetlinkError::Kernel { what, err }
 }
 
+/// Every IPv4 policy rule.
+pub async fn dump_rules(h: &Handle) -> Result<Vec<RuleMessage>, rtnetlink::Error> {
+    h.rule().get(IpVersion::V4).execute().try_collect().await
+}
+
+/// Every IPv4 route, in every table.
+pub async fn dump_routes(h: &Handle) -> Result<Vec<RouteMessage>, rtnetlink::Error> {
+    let mut q = RouteMessage::default();
+    q.header.address_family = AddressFamily::Inet;
+    h.route().get(q).execute().try_collect().await
+}
+
+/// The table of a route, from the attribute when it does not fit the header's byte.
+pub fn route_table(r: &RouteMessage) -> u32 {
+    r.attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(r.header.table))
+}
+
 /// A link as found in the kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObservedLink {
@@ -189,25 +212,15 @@ impl Netlink {
                 }
             }
 
-            let mut q = RouteMessage::default();
-            q.header.address_family = AddressFamily::Inet;
-            let routes: Vec<RouteMessage> = h
-                .route()
-                .get(q)
-                .execute()
-                .try_collect()
-                .await
-                .map_err(k("list routes"))?;
-            for r in routes {
+            for r in dump_routes(&h).await.map_err(k("list routes"))? {
                 if r.header.protocol != RouteProtocol::Other(RTPROT_GATEWAY) {
                     continue;
                 }
-                let mut table = u32::from(r.header.table);
+                let table = route_table(&r);
                 let (mut dst, mut dev, mut via, mut encap_id, mut encap_dst) =
                     (Ipv4Addr::UNSPECIFIED, String::new(), None, None, None);
                 for a in &r.attributes {
                     match a {
-                        RouteAttribute::Table(t) => table = *t,
                         RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = *d,
                         RouteAttribute::Oif(i) => dev = o.names.get(i).cloned().unwrap_or_default(),
                         RouteAttribute::Gateway(RouteAddress::Inet(g)) => via = Some(*g),
@@ -242,14 +255,7 @@ impl Netlink {
                 });
             }
 
-            let rules: Vec<RuleMessage> = h
-                .rule()
-                .get(IpVersion::V4)
-                .execute()
-                .try_collect()
-                .await
-                .map_err(k("list rules"))?;
-            for r in rules {
+            for r in dump_rules(&h).await.map_err(k("list rules"))? {
                 if r.header.action == NlRuleAction::ToTable
                     && r.attributes
                         .iter()
@@ -597,14 +603,7 @@ impl Netlink {
     pub fn delete_l3mdev_rule(&self) -> Result<(), NetlinkError> {
         let h = self.handle.clone();
         self.run(async move {
-            let rules: Vec<RuleMessage> = h
-                .rule()
-                .get(IpVersion::V4)
-                .execute()
-                .try_collect()
-                .await
-                .map_err(k("list rules"))?;
-            for r in rules {
+            for r in dump_rules(&h).await.map_err(k("list rules"))? {
                 if r.attributes
                     .iter()
                     .any(|a| matches!(a, RuleAttribute::L3MDev(true)))

@@ -5,40 +5,10 @@
 //! `tollgate plan --ruleset` shows and what an operator compares with `nft list table`.
 
 use super::model::NFT_TABLE;
-use std::io::Write;
-use std::process::{Command, Stdio};
-
-#[derive(Debug, thiserror::Error)]
-pub enum NftError {
-    #[error("cannot run `nft` (install the nftables package): {0}")]
-    Spawn(std::io::Error),
-    #[error("nft refused the ruleset: {0}")]
-    Refused(String),
-}
+pub use crate::nft::NftError;
 
 fn run(args: &[&str], stdin: Option<&str>) -> Result<String, NftError> {
-    let mut c = Command::new("nft")
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(NftError::Spawn)?;
-    if let (Some(text), Some(mut i)) = (stdin, c.stdin.take()) {
-        i.write_all(text.as_bytes()).map_err(NftError::Spawn)?;
-    }
-    let o = c.wait_with_output().map_err(NftError::Spawn)?;
-    if o.status.success() {
-        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
-    } else {
-        Err(NftError::Refused(
-            String::from_utf8_lossy(&o.stderr).trim().to_string(),
-        ))
-    }
+    crate::nft::run(args, stdin.map(str::as_bytes))
 }
 
 /// Replaces our table with `ruleset` in one transaction.

@@ -21,17 +21,9 @@ use nftables::stmt::{Counter, FWD, Mangle, Match, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 use std::borrow::Cow;
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::process::{Command, Stdio};
 use tollgate::config::{Config, RedirectMode};
 
-#[derive(Debug, thiserror::Error)]
-pub enum NftError {
-    #[error("cannot run `nft` (install the nftables package): {0}")]
-    Spawn(std::io::Error),
-    #[error("nft refused the ruleset: {0}")]
-    Refused(String),
-}
+pub use tollgate::nft::NftError;
 
 /// What the ruleset selects, derived from the config.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -301,27 +293,7 @@ pub fn removal(table: &str, family: NfFamily) -> Nftables<'static> {
 /// Runs `nft -j -f -` with the ruleset on stdin; nft's own message on failure.
 pub fn apply(ruleset: &Nftables<'_>) -> Result<(), NftError> {
     let json = serde_json::to_vec(ruleset).map_err(|e| NftError::Refused(e.to_string()))?;
-    let mut child = Command::new("nft")
-        .args(["-j", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(NftError::Spawn)?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(&json).map_err(NftError::Spawn)?;
-    }
-    let out = child.wait_with_output().map_err(NftError::Spawn)?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        Err(NftError::Refused(if msg.is_empty() {
-            format!("exit status {}", out.status)
-        } else {
-            msg
-        }))
-    }
+    tollgate::nft::run(&["-j", "-f", "-"], Some(&json)).map(|_| ())
 }
 
 #[cfg(test)]

@@ -7,12 +7,11 @@
 //! with our protocol means we moved the kernel's: undoing puts one back at priority 0 first, so
 //! there is never a moment without local delivery.
 
-use futures_util::TryStreamExt;
-use rtnetlink::packet_route::AddressFamily;
-use rtnetlink::packet_route::route::{RouteAttribute, RouteMessage, RouteProtocol, RouteScope};
+use rtnetlink::packet_route::route::{RouteProtocol, RouteScope};
 use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
-use rtnetlink::{Handle, IpVersion, RouteMessageBuilder};
+use rtnetlink::{Handle, RouteMessageBuilder};
 use std::net::Ipv4Addr;
+use tollgate::gateway::netlink::{dump_routes, dump_rules, route_table};
 
 /// Protocol number on our rules and routes (iproute2 shows it as `proto 245`).
 pub const RTPROT_TOLLGATE: u8 = 245;
@@ -102,12 +101,7 @@ fn is_local_lookup(r: &RuleMessage) -> bool {
 }
 
 async fn rules(h: &Handle) -> Result<Vec<RuleMessage>, RouteError> {
-    h.rule()
-        .get(IpVersion::V4)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(nl("list IPv4 rules"))
+    dump_rules(h).await.map_err(nl("list IPv4 rules"))
 }
 
 async fn add_local_rule(h: &Handle, priority: u32, ours: bool) -> Result<(), RouteError> {
@@ -209,24 +203,9 @@ pub async fn remove(h: Handle, table: u32) -> Result<(), RouteError> {
             .await
             .map_err(nl(format!("delete rule pref {p}")))?;
     }
-    let mut q = RouteMessage::default();
-    q.header.address_family = AddressFamily::Inet;
-    let routes: Vec<RouteMessage> = h
-        .route()
-        .get(q)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(nl("list IPv4 routes"))?;
+    let routes = dump_routes(&h).await.map_err(nl("list IPv4 routes"))?;
     for r in routes {
-        let t = r
-            .attributes
-            .iter()
-            .find_map(|a| match a {
-                RouteAttribute::Table(t) => Some(*t),
-                _ => None,
-            })
-            .unwrap_or(u32::from(r.header.table));
+        let t = route_table(&r);
         if t == table && r.header.protocol == RouteProtocol::Other(RTPROT_TOLLGATE) {
             h.route()
                 .del(r)
