@@ -512,6 +512,113 @@ impl GatewayLab {
     }
 }
 
+/// Runs `f` on a thread that has joined namespace `ns`: sockets it makes live there.
+pub fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<Result<T>> {
+    use std::os::fd::AsRawFd;
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let fd = std::fs::File::open(&path)?;
+        // SAFETY: setns on this thread only, with a namespace fd we hold open.
+        if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(LabError::Other(format!(
+                "setns {path}: {}",
+                io::Error::last_os_error()
+            )));
+        }
+        Ok(f())
+    })
+}
+
+/// A TCP server in a namespace that answers every connection with `<banner> from <peer>`, then
+/// reads (and discards) until the client closes, so a connection can stay established.
+pub struct Server {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+pub fn serve(ns: &str, port: u16, banner: &str) -> Result<Server> {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let banner = banner.to_string();
+    let s = stop.clone();
+    let thread = in_netns(ns, move || {
+        let l = match std::net::TcpListener::bind(("0.0.0.0", port)) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = tx.send(Err(e.to_string()));
+                return;
+            }
+        };
+        if let Err(e) = l.set_nonblocking(true) {
+            let _ = tx.send(Err(e.to_string()));
+            return;
+        }
+        let _ = tx.send(Ok(()));
+        while !s.load(Ordering::Relaxed) {
+            match l.accept() {
+                Ok((mut c, peer)) => {
+                    let line = format!("{banner} from {}", peer.ip());
+                    std::thread::spawn(move || {
+                        let _ = c.set_nonblocking(false);
+                        let _ = c.set_read_timeout(Some(Duration::from_secs(20)));
+                        let _ = writeln!(c, "{line}");
+                        let mut buf = [0u8; 65536];
+                        while matches!(c.read(&mut buf), Ok(n) if n > 0) {}
+                    });
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    });
+    let server = Server {
+        stop,
+        thread: Some(thread),
+    };
+    match rx.recv_timeout(Duration::from_secs(5)) {
+        Ok(Ok(())) => Ok(server),
+        Ok(Err(e)) => Err(LabError::Other(format!("bind {ns}:{port}: {e}"))),
+        Err(_) => Err(LabError::Other(format!("server in {ns} did not start"))),
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Connects from a namespace and returns the first line the server sends, or why not.
+pub fn connect(ns: &str, addr: &str, port: u16) -> std::result::Result<String, String> {
+    use std::io::BufRead;
+    let addr: std::net::SocketAddr = format!("{addr}:{port}")
+        .parse()
+        .map_err(|e| format!("{addr}:{port}: {e}"))?;
+    let t = in_netns(ns, move || {
+        let s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+            .map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))
+            .map_err(|e| e.to_string())?;
+        let mut line = String::new();
+        std::io::BufReader::new(s)
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
+        Ok(line.trim().to_string())
+    });
+    match t.join() {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("connect thread panicked".into()),
+    }
+}
+
 /// What an iperf3 upload measured, read from its JSON report.
 #[derive(Debug, Clone)]
 pub struct Upload {

@@ -1,6 +1,7 @@
 //! `tollgate`: validate the config, and run the demo lab.
 
 mod demo;
+mod demo_gateway;
 mod gateway_cli;
 
 use anyhow::Context;
@@ -53,9 +54,13 @@ enum Cmd {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Build a lab in network namespaces, shape two tenants' uploads, print configured vs
-    /// achieved rates, and clean up. Needs root, iperf3 and nft.
+    /// Build labs in network namespaces: shape two tenants' uploads and print configured vs
+    /// achieved rates; then build the gateway with `apply`, prove its connectivity matrix and
+    /// destroy it. Cleans up after itself. Needs root, iperf3 and nft.
     Demo {
+        /// Run only one part.
+        #[arg(long, value_parser = ["shaper", "gateway"])]
+        only: Option<String>,
         /// Redirect mode to demonstrate (default: the example config's, netdev).
         #[arg(long, value_parser = ["netdev", "route"])]
         mode: Option<String>,
@@ -75,7 +80,26 @@ fn main() -> std::process::ExitCode {
         .init();
     let result = match Cli::parse().command {
         Cmd::Check { config, offline } => check(&config, offline),
-        Cmd::Demo { mode, seconds } => demo::run(mode.as_deref(), seconds),
+        Cmd::Demo {
+            only,
+            mode,
+            seconds,
+        } => {
+            let part = only.as_deref();
+            let shaper = if part != Some("gateway") {
+                println!("=== shaper: queued ingress shaping per tenant\n");
+                demo::run(mode.as_deref(), seconds)
+            } else {
+                Ok(())
+            };
+            let gateway = if part != Some("shaper") {
+                println!("\n=== gateway: declarative control plane\n");
+                demo_gateway::run()
+            } else {
+                Ok(())
+            };
+            shaper.and(gateway)
+        }
         Cmd::Plan { config, ruleset } => gateway_cli::plan(&config, ruleset),
         Cmd::Apply { config } => gateway_cli::apply(&config),
         Cmd::Show { config, json } => gateway_cli::show(&config, json),

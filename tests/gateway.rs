@@ -92,13 +92,13 @@ pub fn matrix(
 
     let (cl, t1, t2) = (lab.cl.name(), lab.t1.name(), lab.t2.name());
     let _servers = [
-        serve(t1, 22, "t1:22"),
-        serve(t1, 23, "t1:23"),
-        serve(t2, 22, "t2:22"),
-        serve(t2, 23, "t2:23"),
-        serve(cl, 22, "cl:22"),
-        serve(cl, 23, "cl:23"),
-        serve(cl, 80, "cl:80"),
+        serve(t1, 22, "t1:22").expect("server"),
+        serve(t1, 23, "t1:23").expect("server"),
+        serve(t2, 22, "t2:22").expect("server"),
+        serve(t2, 23, "t2:23").expect("server"),
+        serve(cl, 22, "cl:22").expect("server"),
+        serve(cl, 23, "cl:23").expect("server"),
+        serve(cl, 80, "cl:80").expect("server"),
     ];
     let v = format!("{tunnel}/{mode}/{isolation}/offload={offload}");
     // inbound through the EIPs, each to its own tenant although both are 10.0.0.7
@@ -375,7 +375,7 @@ fn offload_is_active(lab: &GatewayLab, c: &str) {
     });
     let show = ok(&tollgate(&lab.gw, &["show", "--json", "-c", c]));
     let _ = done_tx.send(());
-    let banner = client.join().expect("client");
+    let banner = client.join().expect("client").expect("setns");
     assert!(banner.starts_with("t1:22"), "{banner}");
     let conntrack = lab.gw.exec("conntrack", &["-L"]).unwrap_or_default();
     assert!(offloaded, "no flow was offloaded:\n{conntrack}");

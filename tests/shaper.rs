@@ -60,8 +60,8 @@ fn upload_and_hash(lab: &UploadLab, src: &'static str, total: usize) -> ([u8; 32
         s.shutdown(std::net::Shutdown::Write).expect("shutdown");
         <[u8; 32]>::from(h.finalize())
     });
-    let sent = client.join().expect("client");
-    let got = server.join().expect("server");
+    let sent = client.join().expect("client").expect("setns");
+    let got = server.join().expect("server").expect("setns");
     (sent, got)
 }
 
