@@ -59,6 +59,7 @@ pub fn plan(path: &Path, ruleset: bool) -> anyhow::Result<()> {
 
 pub fn apply(path: &Path) -> anyhow::Result<()> {
     let config = load(path)?;
+    let _lock = gateway::lock(&config)?;
     let p = gateway::prepare(&config)?;
     for w in &p.warnings {
         eprintln!("warning: {w}");
@@ -77,6 +78,7 @@ pub fn destroy(path: &Path) -> anyhow::Result<()> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let config = Config::parse(&text, path)?;
+    let _lock = gateway::lock(&config)?;
     let changes = gateway::plan_destroy(&config)?;
     if changes.is_empty() {
         println!("nothing of tollgate's is left");

@@ -128,7 +128,34 @@ fn check(path: &PathBuf, offline: bool) -> anyhow::Result<()> {
             s.interface, s.tap, s.redirect
         );
     }
-    for t in &config.tenants {
+    if let Some(g) = &config.gateway {
+        println!(
+            "gateway: public {} underlay {} ({}) tunnel {:?} mode {:?} isolation {:?} offload {:?}",
+            g.public,
+            g.underlay,
+            g.underlay_address,
+            g.tunnel,
+            g.tunnel_mode,
+            g.isolation,
+            g.offload
+        );
+    }
+    for (t, g) in config.gateway_tenants() {
+        let eips: Vec<String> = g.eips.iter().map(|(p, q)| format!("{p}->{q}")).collect();
+        println!(
+            "tenant {}: id {} peer {} networks {} eips {}",
+            t.name,
+            g.id,
+            g.peer,
+            g.networks
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            eips.join(",")
+        );
+    }
+    for t in config.tenants.iter().filter(|t| t.gateway.is_none()) {
         let sources: Vec<String> = t.sources.iter().map(|s| s.to_string()).collect();
         match t.shaping {
             Some(s) => println!(

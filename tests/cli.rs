@@ -61,3 +61,52 @@ fn check_refuses_missing_devices_unless_offline() {
         "{err}"
     );
 }
+
+#[test]
+fn check_accepts_the_gateway_example_and_names_bad_keys() {
+    let out = check(include_str!("../examples/gateway.toml"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("tenant user2: id 2000"), "{text}");
+    // the same EIP for two tenants: refused with key and line, before anything else
+    let bad = include_str!("../examples/gateway.toml").replace(
+        "\"203.0.113.12\" = \"10.0.0.7\"",
+        "\"203.0.113.11\" = \"10.0.0.7\"",
+    );
+    let out = check(&bad);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("t.toml:29:") && err.contains("tenant[1].eips"),
+        "{err}"
+    );
+}
+
+#[test]
+fn gateway_commands_refuse_bad_config_before_touching_anything() {
+    // no root needed: the config is refused before any kernel access
+    let dir = tollgate::lab::TempDir::new("cli").expect("tempdir");
+    let path = dir.path().join("t.toml");
+    let bad = include_str!("../examples/gateway.toml").replace(
+        "allow_in = [\"tcp/23\", \"icmp\"]",
+        "allow_in = [\"tcp/70000\"]",
+    );
+    std::fs::write(&path, bad).expect("write");
+    for cmd in ["plan", "apply", "show", "destroy"] {
+        let out = Command::new(common::tollgate_bin())
+            .args([cmd, "--config"])
+            .arg(&path)
+            .output()
+            .expect("tollgate");
+        assert_eq!(out.status.code(), Some(1), "{cmd}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("tenant[1].allow_in") && err.contains("65535"),
+            "{cmd}: {err}"
+        );
+    }
+}

@@ -164,6 +164,45 @@ fn state_path(gw: &GatewayConfig) -> Result<PathBuf, GatewayError> {
     Ok(gw.state_dir.join(format!("gateway-{ino}.json")))
 }
 
+/// An exclusive lock on this namespace's gateway state, held while apply or destroy runs, so
+/// two runs never interleave their changes. Released when dropped (or when the process dies).
+pub struct Lock {
+    _file: std::fs::File,
+}
+
+pub fn lock(config: &Config) -> Result<Lock, GatewayError> {
+    use std::os::fd::AsRawFd;
+    let path = state_path(gateway(config)?)?.with_extension("lock");
+    let io = |what: &'static str| {
+        let p = path.display().to_string();
+        move |err| GatewayError::Io {
+            what: format!("{what} {p}"),
+            err,
+        }
+    };
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(io("creating the directory of"))?;
+    }
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io("opening"))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        tracing::warn!(
+            "another tollgate apply/destroy holds {}; waiting",
+            path.display()
+        );
+        // SAFETY: as above, blocking this time.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io("locking")(std::io::Error::last_os_error()));
+        }
+    }
+    Ok(Lock { _file: f })
+}
+
 fn load_state(path: &PathBuf) -> State {
     std::fs::read(path)
         .ok()
