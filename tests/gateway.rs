@@ -239,6 +239,54 @@ fn apply_converges_from_drift() {
 }
 
 #[test]
+fn a_failed_apply_is_rolled_back() {
+    let Some(_serial) = lab("a_failed_apply_is_rolled_back") else {
+        return;
+    };
+    let lab = GatewayLab::new("gr", "vxlan").expect("lab");
+    let before = lab.gw.snapshot().expect("snapshot");
+    let state = lab.dir.path().join("state");
+    let cfg = lab.dir.path().join("t.toml");
+    let c = cfg.to_str().expect("path");
+    let base = variant_config("vxlan", "per-tenant", "table", "off", &state);
+    // valid config, but the kernel refuses a next hop that is not on the public link: by then
+    // links, addresses and other routes exist, and all of it must go again
+    let bad = base.replace(
+        "[gateway]\n",
+        "[gateway]\npublic_gateway = \"203.0.113.254\"\n",
+    );
+    std::fs::write(&cfg, &bad).expect("config");
+    let out = tollgate(&lab.gw, &["apply", "-c", c]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("route 0.0.0.0/0 via 203.0.113.254"), "{err}");
+    assert!(err.contains("were undone"), "{err}");
+    assert_eq!(
+        before,
+        lab.gw.snapshot().expect("snapshot"),
+        "a failed apply left state behind"
+    );
+    // with a next hop on the public link it applies, and converges
+    let good = base.replace(
+        "[gateway]\n",
+        "[gateway]\npublic_gateway = \"198.51.100.254\"\n",
+    );
+    std::fs::write(&cfg, &good).expect("config");
+    ok(&tollgate(&lab.gw, &["apply", "-c", c]));
+    assert!(ok(&tollgate(&lab.gw, &["plan", "-c", c])).contains("no changes"));
+    let routes = lab
+        .gw
+        .ip(&["route", "show", "table", "1000"])
+        .expect("routes");
+    assert!(
+        routes.contains("default via 198.51.100.254 dev eth-pub proto 246"),
+        "{routes}"
+    );
+    ok(&tollgate(&lab.gw, &["destroy", "-c", c]));
+    assert_eq!(before, lab.gw.snapshot().expect("snapshot"));
+}
+
+#[test]
 fn refuses_a_foreign_device_with_our_name() {
     let Some(_serial) = lab("refuses_a_foreign_device_with_our_name") else {
         return;

@@ -135,6 +135,7 @@ pub fn build(config: &Config, public_subnets: &[Ipv4Net], offload: bool) -> Desi
                         dst: *n,
                         dev: dev.clone(),
                         via: None,
+                        onlink: false,
                         encap: None,
                     });
                 }
@@ -157,6 +158,7 @@ pub fn build(config: &Config, public_subnets: &[Ipv4Net], offload: bool) -> Desi
                         dst: *n,
                         dev: dev.clone(),
                         via: Some(nh),
+                        onlink: true,
                         encap: Some(Encap {
                             id: g.id,
                             dst: g.peer,
@@ -185,6 +187,7 @@ pub fn build(config: &Config, public_subnets: &[Ipv4Net], offload: bool) -> Desi
                 dst: *s,
                 dev: gw.public.clone(),
                 via: None,
+                onlink: false,
                 encap: None,
             });
         }
@@ -194,6 +197,7 @@ pub fn build(config: &Config, public_subnets: &[Ipv4Net], offload: bool) -> Desi
                 dst: Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).expect("0/0"),
                 dev: gw.public.clone(),
                 via: Some(nh),
+                onlink: false,
                 encap: None,
             });
         }

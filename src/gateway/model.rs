@@ -102,6 +102,8 @@ pub struct Route {
     pub dst: Ipv4Net,
     pub dev: String,
     pub via: Option<Ipv4Addr>,
+    /// The next hop is on the link whatever the device's addresses say (external mode).
+    pub onlink: bool,
     /// Lightweight-tunnel encapsulation (`encap ip id <id> dst <dst> key`).
     pub encap: Option<Encap>,
 }
@@ -166,7 +168,7 @@ impl fmt::Display for Route {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "route {}", self.dst)?;
         if let Some(v) = self.via {
-            write!(f, " via {v} onlink")?;
+            write!(f, " via {v}{}", if self.onlink { " onlink" } else { "" })?;
         }
         if let Some(e) = &self.encap {
             write!(f, " encap ip id {} dst {} key", e.id, e.dst)?;

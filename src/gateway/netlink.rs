@@ -248,6 +248,7 @@ impl Netlink {
                     dst,
                     dev,
                     via,
+                    onlink: r.header.flags.contains(RouteFlags::Onlink),
                     encap: match (encap_id, encap_dst) {
                         (Some(id), Some(dst)) => Some(Encap { id, dst }),
                         _ => None,
@@ -512,7 +513,8 @@ impl Netlink {
             .output_interface(idx)
             .protocol(RouteProtocol::Other(RTPROT_GATEWAY));
         match r.via {
-            Some(v) => b = b.gateway(v).onlink(),
+            Some(v) if r.onlink => b = b.gateway(v).onlink(),
+            Some(v) => b = b.gateway(v),
             None => b = b.scope(RouteScope::Link),
         }
         if let Some(e) = &r.encap {
@@ -523,7 +525,7 @@ impl Netlink {
             ]);
         }
         let mut m = b.build();
-        if r.via.is_some() {
+        if r.onlink {
             m.header.flags |= RouteFlags::Onlink;
         }
         Ok(m)
