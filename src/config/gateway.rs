@@ -265,22 +265,17 @@ impl Cx<'_> {
             }
             return Ok(None);
         };
-        let need = |v: bool, k: &str| -> Result<(), ConfigError> {
-            if v {
-                Ok(())
-            } else {
-                Err(self.err(
-                    t,
-                    &key(k),
-                    format!("missing: every tenant of a gateway needs `{k}`"),
-                ))
-            }
+        let missing = |k: &str| {
+            self.err(
+                t,
+                &key(k),
+                format!("missing: every tenant of a gateway needs `{k}`"),
+            )
         };
-        need(r.id.is_some(), "id")?;
-        need(r.peer.is_some(), "peer")?;
-        need(r.networks.is_some(), "networks")?;
-        need(r.gateway_ip.is_some(), "gateway_ip")?;
-        let id_s = r.id.as_ref().expect("checked");
+        let id_s = r.id.as_ref().ok_or_else(|| missing("id"))?;
+        let peer_s = r.peer.as_ref().ok_or_else(|| missing("peer"))?;
+        let networks_s = r.networks.as_ref().ok_or_else(|| missing("networks"))?;
+        let gip = r.gateway_ip.as_ref().ok_or_else(|| missing("gateway_ip"))?;
         let max = match gw.tunnel {
             Tunnel::Vxlan => (1 << 24) - 1,
             Tunnel::Gretap => i64::from(u32::MAX),
@@ -297,9 +292,9 @@ impl Cx<'_> {
             ));
         }
         let id = id as u32;
-        let peer = ipv4(self, r.peer.as_ref().expect("checked"), &key("peer"))?;
+        let peer = ipv4(self, peer_s, &key("peer"))?;
         let mut networks = Vec::new();
-        for n in r.networks.iter().flat_map(|v| v.get_ref()) {
+        for n in networks_s.get_ref() {
             networks.push(
                 n.get_ref()
                     .parse::<Ipv4Net>()
@@ -307,14 +302,9 @@ impl Cx<'_> {
             );
         }
         if networks.is_empty() {
-            return Err(self.err(
-                r.networks.as_ref().expect("checked"),
-                &key("networks"),
-                "needs at least one prefix",
-            ));
+            return Err(self.err(networks_s, &key("networks"), "needs at least one prefix"));
         }
         let in_networks = |a: Ipv4Addr| networks.iter().any(|n| n.contains(a));
-        let gip = r.gateway_ip.as_ref().expect("checked");
         let (ga, gl) = gip.get_ref().split_once('/').ok_or_else(|| {
             self.err(
                 gip,

@@ -13,6 +13,12 @@ pub struct Ipv4Net {
 }
 
 impl Ipv4Net {
+    /// 0.0.0.0/0
+    pub const DEFAULT: Ipv4Net = Ipv4Net {
+        addr: Ipv4Addr::UNSPECIFIED,
+        len: 0,
+    };
+
     pub fn new(addr: Ipv4Addr, len: u8) -> Result<Self, String> {
         if len > 32 {
             return Err(format!("prefix length {len} is larger than 32"));

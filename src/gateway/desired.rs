@@ -194,7 +194,7 @@ pub fn build(config: &Config, public_subnets: &[Ipv4Net], offload: bool) -> Desi
         if let Some(nh) = gw.public_gateway {
             d.routes.insert(Route {
                 table: g.id,
-                dst: Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).expect("0/0"),
+                dst: Ipv4Net::DEFAULT,
                 dev: gw.public.clone(),
                 via: Some(nh),
                 onlink: false,
