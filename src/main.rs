@@ -122,6 +122,9 @@ fn check(path: &PathBuf, offline: bool) -> anyhow::Result<()> {
     if !offline {
         config.check_devices(&text, device_exists)?;
     }
+    for w in config.warnings() {
+        eprintln!("warning: {w}");
+    }
     if let Some(s) = &config.shaper {
         println!(
             "shaper: interface {} tap {} redirect {:?}",

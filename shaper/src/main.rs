@@ -44,6 +44,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         bail!("{}: no [shaper] section", args.config.display());
     }
     config.check_devices(&text, shaper::tap::device_exists)?;
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
     if std::process::Command::new("nft")
         .arg("--version")
         .output()

@@ -188,6 +188,20 @@ impl Config {
             .filter_map(|t| t.shaping.map(|s| (t, s)))
     }
 
+    /// Warnings about settings that are accepted but have no effect yet.
+    pub fn warnings(&self) -> Vec<String> {
+        self.tenants
+            .iter()
+            .filter(|t| t.shaping.is_some() && t.sources.is_empty() && t.gateway.is_some())
+            .map(|t| {
+                format!(
+                    "tenant {:?}: `upload` without `sources` is not shaped: tollgate-shaper tells tenants apart by source address, and a gateway tenant's traffic is told apart by its tunnel (see docs/shaper.md, \"Gateway tenants\")",
+                    t.name
+                )
+            })
+            .collect()
+    }
+
     /// Tenants of the gateway, with their gateway settings.
     pub fn gateway_tenants(&self) -> impl Iterator<Item = (&Tenant, &TenantGateway)> {
         self.tenants

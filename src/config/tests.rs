@@ -191,6 +191,12 @@ fn gateway_example_parses() {
     // upload without sources on a gateway tenant is accepted, and not shaped by the shaper
     assert!(c.tenants[0].shaping.is_some());
     assert_eq!(c.shaped_tenants().count(), 0);
+    let w = c.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("user1") && w[0].contains("not shaped"),
+        "{w:?}"
+    );
 }
 
 #[test]
