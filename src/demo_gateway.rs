@@ -10,9 +10,6 @@ use std::process::Command;
 use tollgate::gateway::probe::{self, Feature};
 use tollgate::lab::{self, GatewayLab, connect, serve};
 
-/// The control-plane issue's example config (the reference design), verbatim.
-const EXAMPLE: &str = include_str!("../examples/gateway.toml");
-
 fn tollgate(lab: &GatewayLab, args: &[&str]) -> anyhow::Result<(i32, String)> {
     let exe = std::env::current_exe()?;
     let out = lab.gw.command(exe).args(args).output()?;
@@ -79,23 +76,8 @@ pub fn run() -> anyhow::Result<()> {
 
     let lab = GatewayLab::new("demog", tunnel).context("building the demo namespaces")?;
     let cfg = lab.dir.path().join("tollgate.toml");
-    let text = EXAMPLE
-        .replace("tunnel = \"gretap\"", &format!("tunnel = \"{tunnel}\""))
-        .replace(
-            "tunnel_mode = \"external\"",
-            &format!("tunnel_mode = \"{mode}\""),
-        )
-        .replace(
-            "isolation = \"vrf\"",
-            &format!("isolation = \"{isolation}\""),
-        )
-        .replace(
-            "offload = \"auto\"",
-            &format!(
-                "offload = \"auto\"\nstate_dir = \"{}\"",
-                lab.dir.path().join("state").display()
-            ),
-        );
+    let state = lab.dir.path().join("state");
+    let text = lab::gateway_config(tunnel, mode, isolation, "auto", Some(&state));
     std::fs::write(&cfg, text)?;
     let c = cfg.to_str().context("config path is not UTF-8")?;
     let before = lab.gw.snapshot()?;

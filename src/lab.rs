@@ -367,6 +367,34 @@ impl UploadLab {
     }
 }
 
+/// The control-plane issue's example config (the reference design), verbatim.
+pub const GATEWAY_EXAMPLE: &str = include_str!("../examples/gateway.toml");
+
+/// [`GATEWAY_EXAMPLE`] with a variant's keys substituted, and a `state_dir` when given.
+pub fn gateway_config(
+    tunnel: &str,
+    mode: &str,
+    isolation: &str,
+    offload: &str,
+    state_dir: Option<&Path>,
+) -> String {
+    let offload_line = match state_dir {
+        Some(d) => format!("offload = \"{offload}\"\nstate_dir = \"{}\"", d.display()),
+        None => format!("offload = \"{offload}\""),
+    };
+    GATEWAY_EXAMPLE
+        .replace("tunnel = \"gretap\"", &format!("tunnel = \"{tunnel}\""))
+        .replace(
+            "tunnel_mode = \"external\"",
+            &format!("tunnel_mode = \"{mode}\""),
+        )
+        .replace(
+            "isolation = \"vrf\"",
+            &format!("isolation = \"{isolation}\""),
+        )
+        .replace("offload = \"auto\"", &offload_line)
+}
+
 /// The gateway topology of the control-plane issue, in five namespaces:
 ///
 /// ```text

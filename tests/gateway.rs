@@ -21,23 +21,7 @@ pub fn variant_config(
     offload: &str,
     state: &Path,
 ) -> String {
-    let base = include_str!("../examples/gateway.toml");
-    base.replace("tunnel = \"gretap\"", &format!("tunnel = \"{tunnel}\""))
-        .replace(
-            "tunnel_mode = \"external\"",
-            &format!("tunnel_mode = \"{mode}\""),
-        )
-        .replace(
-            "isolation = \"vrf\"",
-            &format!("isolation = \"{isolation}\""),
-        )
-        .replace(
-            "offload = \"auto\"",
-            &format!(
-                "offload = \"{offload}\"\nstate_dir = \"{}\"",
-                state.display()
-            ),
-        )
+    tollgate::lab::gateway_config(tunnel, mode, isolation, offload, Some(state))
 }
 
 fn ok(out: &std::process::Output) -> String {

@@ -2,16 +2,7 @@ use super::*;
 use std::path::Path;
 
 fn config(tunnel: &str, mode: &str, isolation: &str) -> Config {
-    let text = include_str!("../../../examples/gateway.toml")
-        .replace("tunnel = \"gretap\"", &format!("tunnel = \"{tunnel}\""))
-        .replace(
-            "tunnel_mode = \"external\"",
-            &format!("tunnel_mode = \"{mode}\""),
-        )
-        .replace(
-            "isolation = \"vrf\"",
-            &format!("isolation = \"{isolation}\""),
-        );
+    let text = crate::lab::gateway_config(tunnel, mode, isolation, "auto", None);
     Config::parse(&text, Path::new("t")).unwrap()
 }
 
