@@ -202,11 +202,12 @@ pub fn build(config: &Config, public_subnets: &[Ipv4Net], offload: bool) -> Desi
             });
         }
     }
-    // Dedup the external device's addresses (tenants may share a gateway IP).
+    // (addresses are a set: tenants sharing a gateway IP on the external device share one)
     for (k, v) in [
         ("net.ipv4.ip_forward", "1"),
         // replies the gateway generates (ICMP, TCP resets) carry the tenant's mark -> its table
         ("net.ipv4.fwmark_reflect", "1"),
+        // and so do connections to the gateway's own services, accepted from a tenant
         ("net.ipv4.tcp_fwmark_accept", "1"),
         // reverse-path checks look in the tenant's table (by mark), not in main
         ("net.ipv4.conf.all.src_valid_mark", "1"),
