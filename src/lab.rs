@@ -345,12 +345,17 @@ impl UploadLab {
 
     /// Starts an iperf3 upload from `198.51.100.<client>` to the server; `finish` it later.
     pub fn iperf3_upload(&self, client: u8, port: u16, secs: u32) -> Result<Proc> {
+        self.iperf3_upload_from(&format!("198.51.100.{client}"), SERVER, port, secs)
+    }
+
+    /// Starts an iperf3 upload from address `src` (in the client namespace) to `dst`.
+    pub fn iperf3_upload_from(&self, src: &str, dst: &str, port: u16, secs: u32) -> Result<Proc> {
         let mut c = self.cl.command("iperf3");
         c.args([
             "-c",
-            SERVER,
+            dst,
             "-B",
-            &format!("198.51.100.{client}"),
+            src,
             "-p",
             &port.to_string(),
             "-t",
@@ -362,7 +367,7 @@ impl UploadLab {
             &self
                 .dir
                 .path()
-                .join(format!("iperf3-c-{client}-{port}.json")),
+                .join(format!("iperf3-c-{src}-{dst}-{port}.json")),
         )
     }
 }

@@ -373,3 +373,83 @@ fn bad_config_touches_nothing() {
     );
     assert_eq!(before, lab.srv.snapshot().expect("snapshot"));
 }
+
+/// `ports` and `interfaces`: a tenant limited to one local port, and a tenant that enters on a
+/// second uplink; traffic outside those matches is not shaped.
+fn match_fields(mode: &str) {
+    let Some(_serial) = lab(&format!("match_fields_{mode}")) else {
+        return;
+    };
+    let lab = UploadLab::new("m", &[10]).expect("lab");
+    // a second uplink: client eth1 203.0.113.10 <-> server veth-b 203.0.113.2
+    lab.cl
+        .ip(&[
+            "link",
+            "add",
+            "eth1",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "veth-b",
+            "netns",
+            lab.srv.name(),
+        ])
+        .expect("veth");
+    lab.cl
+        .ip(&["addr", "add", "203.0.113.10/24", "dev", "eth1"])
+        .expect("addr");
+    lab.cl.ip(&["link", "set", "eth1", "up"]).expect("up");
+    lab.srv
+        .ip(&["addr", "add", "203.0.113.2/24", "dev", "veth-b"])
+        .expect("addr");
+    lab.srv.ip(&["link", "set", "veth-b", "up"]).expect("up");
+    let cfg = format!(
+        "{}ports = [5201]\n\n[[tenant]]\nname = \"gamma\"\nsources = [\"203.0.113.10/32\"]\nupload = \"20mbit\"\ninterfaces = [\"veth-b\"]\n",
+        config(&lab, mode, &[("alpha", "198.51.100.10/32", "20mbit")])
+    );
+    let shaper = start_shaper(&lab, &cfg, "shaper.log");
+    let _s1 = lab.iperf3_server(5201).expect("server 5201");
+    let _s2 = lab.iperf3_server(5202).expect("server 5202");
+    let rate = |src: &str, dst: &str, port: u16| {
+        let p = lab.iperf3_upload_from(src, dst, port, 3).expect("upload");
+        finish_upload(p, Duration::from_secs(20))
+            .expect("result")
+            .received_bps
+            / 1e6
+    };
+    let alpha_5201 = rate(ALPHA, "198.51.100.2", 5201);
+    let alpha_5202 = rate(ALPHA, "198.51.100.2", 5202);
+    let gamma = rate("203.0.113.10", "203.0.113.2", 5201);
+    eprintln!(
+        "{mode}: alpha:5201 {alpha_5201:.1} Mbit/s, alpha:5202 {alpha_5202:.1}, gamma via veth-b {gamma:.1}"
+    );
+    assert!(
+        alpha_5201 < 21.0,
+        "alpha to its port is not shaped: {alpha_5201:.1} Mbit/s"
+    );
+    assert!(
+        alpha_5202 > 500.0,
+        "alpha to another port is shaped: {alpha_5202:.1} Mbit/s"
+    );
+    assert!(
+        gamma < 21.0,
+        "gamma on its interface is not shaped: {gamma:.1} Mbit/s"
+    );
+    let st = stats(&lab);
+    assert!(
+        tenant_counter(&st, "gamma", "sent_bytes") > 1_000_000,
+        "{st}"
+    );
+    stop_shaper(shaper);
+}
+
+#[test]
+fn ports_and_interfaces_netdev() {
+    match_fields("netdev");
+}
+
+#[test]
+fn ports_and_interfaces_route() {
+    match_fields("route");
+}
