@@ -7,7 +7,9 @@
 //! headers per segment, as if the kernel had segmented it).
 
 use crate::vnet::VnetHdr;
-use etherparse::{EtherType, Ethernet2HeaderSlice, IpNumber, Ipv4HeaderSlice};
+use etherparse::{
+    EtherType, Ethernet2HeaderSlice, IpNumber, Ipv4HeaderSlice, TcpHeaderSlice, UdpHeaderSlice,
+};
 use tollgate::config::{Config, PortRange};
 
 /// Why a frame was passed through unshaped (each has a counter).
@@ -87,16 +89,13 @@ impl Classifier {
         let l4 = &l3[ip_hdr..];
         let first_fragment = ip.fragments_offset().value() == 0;
         let (dport, l4_hdr) = match ip.protocol() {
-            IpNumber::TCP if first_fragment => match l4.get(..20) {
-                Some(h) => (
-                    Some(u16::from_be_bytes([h[2], h[3]])),
-                    usize::from(h[12] >> 4) * 4,
-                ),
-                None => return Verdict::Pass(Pass::Malformed),
+            IpNumber::TCP if first_fragment => match TcpHeaderSlice::from_slice(l4) {
+                Ok(h) => (Some(h.destination_port()), h.slice().len()),
+                Err(_) => return Verdict::Pass(Pass::Malformed),
             },
-            IpNumber::UDP if first_fragment => match l4.get(..8) {
-                Some(h) => (Some(u16::from_be_bytes([h[2], h[3]])), 8),
-                None => return Verdict::Pass(Pass::Malformed),
+            IpNumber::UDP if first_fragment => match UdpHeaderSlice::from_slice(l4) {
+                Ok(h) => (Some(h.destination_port()), h.slice().len()),
+                Err(_) => return Verdict::Pass(Pass::Malformed),
             },
             _ => (None, 0),
         };
