@@ -219,7 +219,8 @@ fn route_mode_fails_open_on_sigkill() {
     let iv: Vec<f64> = up.intervals_bps.iter().map(|b| b / 1e6).collect();
     eprintln!("route SIGKILL at 3 s, Mbit/s per second: {iv:.1?}");
     assert!(iv.len() >= 8, "{iv:?}");
-    assert!(iv[1] < 25.0, "shaped before the kill: {iv:?}");
+    // sender-side 1 s samples jitter around the rate; unshaped is ~1000x more
+    assert!(iv[1] < 30.0, "shaped before the kill: {iv:?}");
     // killed at 3.0 s: from 4 s on the upload runs unshaped
     for (i, v) in iv.iter().enumerate().skip(4) {
         assert!(
