@@ -128,6 +128,23 @@ impl Netns {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// A veth pair: `name` here, `peer` in namespace `other`.
+    pub fn veth(&self, name: &str, peer: &str, other: &Netns) -> Result<()> {
+        self.ip(&[
+            "link",
+            "add",
+            name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            peer,
+            "netns",
+            other.name(),
+        ])
+        .map(|_| ())
+    }
+
     pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
         self.exec("sysctl", &["-qw", &format!("{key}={value}")])
             .map(|_| ())
@@ -303,18 +320,7 @@ impl UploadLab {
         let cl = Netns::new(&format!("{tag}c"))?;
         let srv = Netns::new(&format!("{tag}s"))?;
         let dir = TempDir::new(&format!("{tag}d"))?;
-        cl.ip(&[
-            "link",
-            "add",
-            "eth0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "veth-srv",
-            "netns",
-            srv.name(),
-        ])?;
+        cl.veth("eth0", "veth-srv", &srv)?;
         for c in clients {
             cl.ip(&["addr", "add", &format!("198.51.100.{c}/24"), "dev", "eth0"])?;
         }
@@ -430,45 +436,12 @@ impl GatewayLab {
             dir: TempDir::new(&format!("{tag}d"))?,
         };
         let (cl, gw, sw) = (&lab.cl, &lab.gw, &lab.sw);
-        cl.ip(&[
-            "link",
-            "add",
-            "eth0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth-pub",
-            "netns",
-            gw.name(),
-        ])?;
+        cl.veth("eth0", "eth-pub", gw)?;
         sw.ip(&["link", "add", "br0", "type", "bridge"])?;
         sw.ip(&["link", "set", "br0", "up"])?;
-        sw.ip(&[
-            "link",
-            "add",
-            "p0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth-ul",
-            "netns",
-            gw.name(),
-        ])?;
+        sw.veth("p0", "eth-ul", gw)?;
         for (i, t) in [(1, &lab.t1), (2, &lab.t2)] {
-            sw.ip(&[
-                "link",
-                "add",
-                &format!("p{i}"),
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "ul0",
-                "netns",
-                t.name(),
-            ])?;
+            sw.veth(&format!("p{i}"), "ul0", t)?;
         }
         for p in ["p0", "p1", "p2"] {
             sw.ip(&["link", "set", p, "master", "br0", "up"])?;

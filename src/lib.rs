@@ -5,8 +5,10 @@
 //! - [`lab`]: network-namespace helpers used by the demo, the integration tests and benchmarks.
 //! - [`gateway`]: the gateway control plane (plan, apply, show, destroy).
 //! - [`nft`]: running the `nft` command with its errors captured.
+//! - [`sysctl`]: sysctls by dotted name.
 
 pub mod config;
 pub mod gateway;
 pub mod lab;
 pub mod nft;
+pub mod sysctl;

@@ -383,20 +383,7 @@ fn match_fields(mode: &str) {
     };
     let lab = UploadLab::new("m", &[10]).expect("lab");
     // a second uplink: client eth1 203.0.113.10 <-> server veth-b 203.0.113.2
-    lab.cl
-        .ip(&[
-            "link",
-            "add",
-            "eth1",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "veth-b",
-            "netns",
-            lab.srv.name(),
-        ])
-        .expect("veth");
+    lab.cl.veth("eth1", "veth-b", &lab.srv).expect("veth");
     lab.cl
         .ip(&["addr", "add", "203.0.113.10/24", "dev", "eth1"])
         .expect("addr");

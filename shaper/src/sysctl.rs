@@ -8,7 +8,6 @@
 
 use std::fs;
 use std::io;
-use std::path::PathBuf;
 use tollgate::config::RedirectMode;
 
 /// One sysctl change: key in dotted form, the value to set, the value found.
@@ -21,18 +20,7 @@ pub struct Change {
     pub restore: bool,
 }
 
-fn path(key: &str) -> PathBuf {
-    PathBuf::from("/proc/sys").join(key.replace('.', "/"))
-}
-
-/// Reads a sysctl (dotted key; interface names containing '.' are not supported).
-pub fn read(key: &str) -> io::Result<String> {
-    Ok(fs::read_to_string(path(key))?.trim().to_string())
-}
-
-pub fn write(key: &str, value: &str) -> io::Result<()> {
-    fs::write(path(key), value)
-}
+pub use tollgate::sysctl::{read, write};
 
 /// The changes a redirect mode needs in this network namespace, given its current values.
 /// Keys already at the wanted value are left out.
@@ -67,7 +55,7 @@ pub fn plan(mode: RedirectMode, tap: &str) -> io::Result<Vec<Change>> {
         want("net.ipv4.conf.all.rp_filter".into(), "0", true)?;
     }
     want(format!("net.ipv4.conf.{tap}.rp_filter"), "0", false)?;
-    if path(&format!("net.ipv6.conf.{tap}.disable_ipv6")).exists() {
+    if tollgate::sysctl::exists(&format!("net.ipv6.conf.{tap}.disable_ipv6")) {
         // no router solicitations, DAD or MLD from the TAP to loop back through the daemon
         want(format!("net.ipv6.conf.{tap}.disable_ipv6"), "1", false)?;
     }

@@ -53,6 +53,8 @@ pub struct Prepared {
     pub changes: Vec<Change>,
     pub offload: bool,
     pub warnings: Vec<String>,
+    /// Our nft table as `nft -j` lists it (None if absent).
+    pub listing: Option<serde_json::Value>,
 }
 
 fn gateway(config: &Config) -> Result<&GatewayConfig, GatewayError> {
@@ -83,10 +85,7 @@ fn read_sysctls(d: &desired::Desired) -> Vec<(String, String)> {
     d.sysctls
         .iter()
         .map(|s| {
-            let path = PathBuf::from("/proc/sys").join(s.key.replace('.', "/"));
-            let v = std::fs::read_to_string(path)
-                .map(|v| v.trim().to_string())
-                .unwrap_or_default();
+            let v = crate::sysctl::read(&s.key).unwrap_or_default();
             (s.key.clone(), v)
         })
         .collect()
@@ -143,6 +142,7 @@ pub fn prepare(config: &Config) -> Result<Prepared, GatewayError> {
         changes,
         offload,
         warnings,
+        listing,
     })
 }
 
@@ -225,8 +225,7 @@ fn save_state(path: &PathBuf, s: &State) -> Result<(), GatewayError> {
 }
 
 fn write_sysctl(key: &str, value: &str) -> Result<(), GatewayError> {
-    let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
-    std::fs::write(&path, value).map_err(|err| GatewayError::Io {
+    crate::sysctl::write(key, value).map_err(|err| GatewayError::Io {
         what: format!("sysctl {key}={value}"),
         err,
     })
@@ -411,7 +410,7 @@ pub struct OffloadReport {
 
 pub fn show(config: &Config) -> Result<Report, GatewayError> {
     let p = prepare(config)?;
-    let listing = nft::list()?;
+    let listing = &p.listing;
     let counters = listing.as_ref().map(nft::counters).unwrap_or_default();
     let gw = gateway(config)?;
     let mut tenants = Vec::new();
