@@ -1,28 +1,19 @@
 //! `tollgate plan | apply | show | destroy`: the gateway commands' output.
 
-use anyhow::Context;
+use crate::Outcome;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use tollgate::config::Config;
 use tollgate::gateway::{self, plan::Change};
-
-static PENDING: AtomicBool = AtomicBool::new(false);
-
-/// True after `plan` found changes (the binary then exits 2).
-pub fn changes_pending() -> bool {
-    PENDING.load(Ordering::Relaxed)
-}
+use tollgate::kernel::device_exists;
 
 fn load(path: &Path) -> anyhow::Result<Config> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let config = Config::parse(&text, path)?;
+    let config = Config::load(path)?;
     anyhow::ensure!(
         config.gateway.is_some(),
         "{}: no [gateway] section",
         path.display()
     );
-    config.check_devices(&text, crate::device_exists)?;
+    config.check_devices(device_exists)?;
     Ok(config)
 }
 
@@ -39,27 +30,28 @@ fn print_changes(changes: &[Change]) {
     );
 }
 
-pub fn plan(path: &Path, ruleset: bool) -> anyhow::Result<()> {
+pub fn plan(path: &Path, ruleset: bool) -> anyhow::Result<Outcome> {
     let config = load(path)?;
     let p = gateway::prepare(&config)?;
     for w in &p.warnings {
         eprintln!("warning: {w}");
     }
-    if p.changes.is_empty() {
+    let outcome = if p.changes.is_empty() {
         println!("no changes: the kernel matches {}", path.display());
+        Outcome::Done
     } else {
         print_changes(&p.changes);
-        PENDING.store(true, Ordering::Relaxed);
-    }
+        Outcome::ChangesPending
+    };
     if ruleset {
         println!("\n{}", p.desired.ruleset);
     }
-    Ok(())
+    Ok(outcome)
 }
 
 pub fn apply(path: &Path) -> anyhow::Result<()> {
     let config = load(path)?;
-    let _lock = gateway::lock(&config)?;
+    let _lock = gateway::lock()?;
     let p = gateway::prepare(&config)?;
     for w in &p.warnings {
         eprintln!("warning: {w}");
@@ -75,10 +67,8 @@ pub fn apply(path: &Path) -> anyhow::Result<()> {
 }
 
 pub fn destroy(path: &Path) -> anyhow::Result<()> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let config = Config::parse(&text, path)?;
-    let _lock = gateway::lock(&config)?;
+    let config = Config::load(path)?;
+    let _lock = gateway::lock()?;
     let changes = gateway::plan_destroy(&config)?;
     if changes.is_empty() {
         println!("nothing of tollgate's is left");

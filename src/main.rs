@@ -1,13 +1,11 @@
-//! `tollgate`: validate the config, and run the demo lab.
+//! `tollgate`: validate the config; plan, apply, show and destroy the gateway.
 
-mod demo;
-mod demo_gateway;
 mod gateway_cli;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use tollgate::config::{Config, units::format_rate};
+use tollgate::kernel::device_exists;
 
 #[derive(Parser)]
 #[command(
@@ -54,20 +52,6 @@ enum Cmd {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Build labs in network namespaces: shape two tenants' uploads and print configured vs
-    /// achieved rates; then build the gateway with `apply`, prove its connectivity matrix and
-    /// destroy it. Cleans up after itself. Needs root, iperf3 and nft.
-    Demo {
-        /// Run only one part.
-        #[arg(long, value_parser = ["shaper", "gateway"])]
-        only: Option<String>,
-        /// Redirect mode to demonstrate (default: the example config's, netdev).
-        #[arg(long, value_parser = ["netdev", "route"])]
-        mode: Option<String>,
-        /// Length of the shaped uploads.
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(2..=600))]
-        seconds: u32,
-    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -79,35 +63,15 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match Cli::parse().command {
-        Cmd::Check { config, offline } => check(&config, offline),
-        Cmd::Demo {
-            only,
-            mode,
-            seconds,
-        } => {
-            let part = only.as_deref();
-            let shaper = if part != Some("gateway") {
-                println!("=== shaper: queued ingress shaping per tenant\n");
-                demo::run(mode.as_deref(), seconds)
-            } else {
-                Ok(())
-            };
-            let gateway = if part != Some("shaper") {
-                println!("\n=== gateway: declarative control plane\n");
-                demo_gateway::run()
-            } else {
-                Ok(())
-            };
-            shaper.and(gateway)
-        }
+        Cmd::Check { config, offline } => check(&config, offline).map(|()| Outcome::Done),
         Cmd::Plan { config, ruleset } => gateway_cli::plan(&config, ruleset),
-        Cmd::Apply { config } => gateway_cli::apply(&config),
-        Cmd::Show { config, json } => gateway_cli::show(&config, json),
-        Cmd::Destroy { config } => gateway_cli::destroy(&config),
+        Cmd::Apply { config } => gateway_cli::apply(&config).map(|()| Outcome::Done),
+        Cmd::Show { config, json } => gateway_cli::show(&config, json).map(|()| Outcome::Done),
+        Cmd::Destroy { config } => gateway_cli::destroy(&config).map(|()| Outcome::Done),
     };
     match result {
-        Ok(()) if gateway_cli::changes_pending() => std::process::ExitCode::from(2),
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(Outcome::ChangesPending) => std::process::ExitCode::from(2),
+        Ok(Outcome::Done) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tollgate: {e:#}");
             std::process::ExitCode::FAILURE
@@ -115,12 +79,16 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn check(path: &PathBuf, offline: bool) -> anyhow::Result<()> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let config = Config::parse(&text, path)?;
+/// How a successful command ended; `plan` tells "changes pending" apart by its exit code.
+pub enum Outcome {
+    Done,
+    ChangesPending,
+}
+
+fn check(path: &Path, offline: bool) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
     if !offline {
-        config.check_devices(&text, device_exists)?;
+        config.check_devices(device_exists)?;
     }
     for w in config.warnings() {
         eprintln!("warning: {w}");
@@ -178,8 +146,4 @@ fn check(path: &PathBuf, offline: bool) -> anyhow::Result<()> {
     }
     println!("{}: OK", path.display());
     Ok(())
-}
-
-pub(crate) fn device_exists(name: &str) -> bool {
-    std::path::Path::new("/sys/class/net").join(name).exists()
 }

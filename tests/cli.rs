@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 
 fn check(text: &str) -> std::process::Output {
-    let dir = tollgate::lab::TempDir::new("cli").expect("tempdir");
+    let dir = lab::TempDir::new("cli").expect("tempdir");
     let path = dir.path().join("t.toml");
     std::fs::write(&path, text).expect("write");
     Command::new(common::tollgate_bin())
@@ -45,7 +45,7 @@ fn check_names_key_and_line() {
 
 #[test]
 fn check_refuses_missing_devices_unless_offline() {
-    let dir = tollgate::lab::TempDir::new("cli").expect("tempdir");
+    let dir = lab::TempDir::new("cli").expect("tempdir");
     let path = dir.path().join("t.toml");
     let text = include_str!("../examples/shaper.toml").replace("veth-srv", "tg-no-such-if");
     std::fs::write(&path, text).expect("write");
@@ -89,7 +89,7 @@ fn check_accepts_the_gateway_example_and_names_bad_keys() {
 #[test]
 fn gateway_commands_refuse_bad_config_before_touching_anything() {
     // no root needed: the config is refused before any kernel access
-    let dir = tollgate::lab::TempDir::new("cli").expect("tempdir");
+    let dir = lab::TempDir::new("cli").expect("tempdir");
     let path = dir.path().join("t.toml");
     let bad = include_str!("../examples/gateway.toml").replace(
         "allow_in = [\"tcp/23\", \"icmp\"]",

@@ -1,5 +1,5 @@
-//! The gateway control plane end to end, in namespaces (tollgate::lab::GatewayLab): `tollgate
-//! apply` builds the gateway, then the connectivity matrix of the issue is checked, apply is
+//! The gateway control plane end to end, in namespaces (lab::GatewayLab): `tollgate
+//! apply` builds the gateway, then the reference connectivity matrix is checked, apply is
 //! shown idempotent and destroy shown to restore the gateway namespace exactly.
 //!
 //! On this machine's kernel (no VRF, GRE or flowtable): vxlan + table isolation, both tunnel
@@ -9,11 +9,11 @@
 mod common;
 
 use common::*;
+use lab::GatewayLab;
 use std::path::Path;
 use std::time::Duration;
-use tollgate::lab::GatewayLab;
 
-/// The issue's example config with the variant's keys substituted.
+/// The gateway example with the variant's keys substituted.
 pub fn variant_config(
     tunnel: &str,
     mode: &str,
@@ -21,7 +21,7 @@ pub fn variant_config(
     offload: &str,
     state: &Path,
 ) -> String {
-    tollgate::lab::gateway_config(tunnel, mode, isolation, offload, Some(state))
+    lab::gateway_config(tunnel, mode, isolation, offload, Some(state))
 }
 
 fn ok(out: &std::process::Output) -> String {
@@ -154,7 +154,7 @@ pub fn matrix(
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|f| f["chain"] == "in_user1")
+        .filter(|f| f["chain"] == "in_1000")
         .map(|f| f["packets"].as_u64().unwrap_or(0))
         .sum();
     assert!(accepted > 0, "firewall counters did not move:\n{show}");
@@ -399,7 +399,7 @@ fn offload_is_active(lab: &GatewayLab, c: &str) {
     });
     rx.recv_timeout(Duration::from_secs(10))
         .expect("flow established");
-    let offloaded = tollgate::lab::wait_until(Duration::from_secs(20), || {
+    let offloaded = lab::wait_until(Duration::from_secs(20), || {
         lab.gw
             .exec("conntrack", &["-L"])
             .map(|o| o.contains("[OFFLOAD]"))
@@ -461,7 +461,6 @@ fn vm_reference_design() {
         );
         return;
     }
-    let _ = shaper_bin(); // make sure the workspace binaries exist for the guest
     let exe = std::env::current_exe().expect("test binary");
     let out = std::process::Command::new("bash")
         .arg(root.join("tests/vm/run.sh"))

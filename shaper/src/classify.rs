@@ -165,7 +165,7 @@ sources = ["10.9.0.0/16"]
         let mut f = vec![0u8; 14 + total];
         f[12] = 0x08;
         f[14] = 0x45;
-        f[16..18].copy_from_slice(&(total.min(65535) as u16).to_be_bytes());
+        f[16..18].copy_from_slice(&u16::try_from(total).unwrap_or(u16::MAX).to_be_bytes());
         f[22] = 64;
         f[23] = proto;
         f[26..30].copy_from_slice(&src);
@@ -304,10 +304,10 @@ sources = ["10.9.0.0/16"]
             );
             let flips = 1 + next() % 4;
             for _ in 0..flips {
-                let pos = (next() as usize) % f.len();
-                f[pos] = next() as u8;
+                let pos = usize::try_from(next() % f.len() as u64).expect("index");
+                f[pos] = next().to_le_bytes()[0];
             }
-            let len = (next() as usize) % (f.len() + 1);
+            let len = usize::try_from(next() % (f.len() as u64 + 1)).expect("length");
             let _ = c.classify(&gso, &f[..len]);
         }
     }

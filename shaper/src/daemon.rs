@@ -12,7 +12,6 @@
 
 use crate::classify::{Classifier, Pass, Verdict};
 use crate::sched::{Scheduler, TenantStats};
-use crate::tap::{Tap, TapError};
 use crate::vnet::{VNET_HDR_LEN, VnetHdr};
 use crate::{redirect, state, sysctl};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
@@ -23,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tollgate::config::{Config, RedirectMode, ShaperConfig};
+use tollgate::kernel::tap::{Tap, TapError};
 
 /// Room for a vnet header and the largest GSO frame.
 const BUF_LEN: usize = VNET_HDR_LEN + 14 + 65_535 + 64;
@@ -39,6 +39,8 @@ pub enum DaemonError {
     Tap(#[from] TapError),
     #[error("redirect: {0}")]
     Redirect(#[from] redirect::RedirectError),
+    #[error(transparent)]
+    State(#[from] state::StateError),
     #[error("{what}: {err}")]
     Io { what: String, err: io::Error },
     #[error("a dataplane thread failed: {0}")]
@@ -109,7 +111,9 @@ impl Installed {
     fn teardown(&mut self) {
         self.remove_redirect();
         sysctl::restore(&std::mem::take(&mut self.sysctls));
-        state::remove(&self.state_path);
+        if let Err(e) = state::remove(&self.state_path) {
+            tracing::warn!("{e}");
+        }
     }
 }
 
@@ -130,22 +134,19 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
     )?);
     tap.set_nonblocking()
         .map_err(io_err("O_NONBLOCK on the TAP"))?;
-    let tap_index = tap.index().map_err(io_err("TAP ifindex"))?;
     tracing::info!(tap = %shaper.tap, mac = ?tap.mac(), "TAP up with vnet_hdr, csum and TSO offloads");
 
     // 2. Undo what a run that died left behind.
     let state_path = state::path(&shaper.state_dir, &shaper.tap).map_err(io_err("netns"))?;
-    match state::load(&state_path) {
-        Ok(Some(stale)) => {
-            tracing::warn!(
-                pid = stale.pid,
-                "restoring sysctls left by a previous run that did not stop cleanly"
-            );
-            sysctl::restore(&stale.sysctls);
-            state::remove(&state_path);
-        }
-        Ok(None) => {}
-        Err(e) => tracing::warn!("ignoring unreadable state file: {e}"),
+    // an unreadable record of what must be restored stops us here: starting anyway would
+    // overwrite it and lose the original values for good
+    if let Some(stale) = state::load::<state::State>(&state_path)? {
+        tracing::warn!(
+            pid = stale.pid,
+            "restoring sysctls left by a previous run that did not stop cleanly"
+        );
+        sysctl::restore(&stale.sysctls);
+        state::remove(&state_path)?;
     }
     redirect::remove_stale(shaper)?;
 
@@ -163,8 +164,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
         pid: std::process::id(),
         sysctls: changes.clone(),
     };
-    state::save(&state_path, &record)
-        .map_err(io_err(format!("writing {}", state_path.display())))?;
+    state::save(&state_path, &record)?;
     installed.sysctls = changes;
     sysctl::apply(&installed.sysctls).map_err(io_err("setting sysctls"))?;
     for c in &installed.sysctls {
@@ -209,7 +209,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
         })?
     };
 
-    let result = redirect::install(config, shaper, tap_index);
+    let result = redirect::install(config, shaper);
     if result.is_ok() {
         installed.redirect = true;
         tracing::info!(mode = ?shaper.redirect, tenants = config.shaped_tenants().count(), "shaping");
@@ -230,7 +230,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
     }
     drop(tap);
     installed.teardown();
-    state::remove(&state::stats_path(&shaper.state_dir, &shaper.tap).map_err(io_err("netns"))?);
+    state::remove(&state::stats_path(&shaper.state_dir, &shaper.tap).map_err(io_err("netns"))?)?;
     result?;
     match thread_error {
         Some(e) => Err(DaemonError::Thread(e)),
@@ -375,7 +375,8 @@ fn scheduler_loop(
     halt: &AtomicBool,
 ) -> io::Result<()> {
     let start = Instant::now();
-    let now = || start.elapsed().as_nanos() as u64;
+    // u64 nanoseconds last 584 years of uptime
+    let now = || u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
     let mut sched: Scheduler<Packet> = Scheduler::new(shaping, now());
     let mut next_stats = start;
     loop {
@@ -443,7 +444,7 @@ fn write_stats(
 ) {
     let file = StatsFile {
         tap,
-        uptime_ms: start.elapsed().as_millis() as u64,
+        uptime_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
         tenants: names
             .iter()
             .enumerate()
@@ -460,11 +461,9 @@ fn write_stats(
         read_errors: c.read_errors.load(Relaxed),
         write_errors: c.write_errors.load(Relaxed),
     };
-    let tmp = path.with_extension("tmp");
     let ok = serde_json::to_vec_pretty(&file)
-        .map_err(io::Error::other)
-        .and_then(|b| std::fs::write(&tmp, b))
-        .and_then(|()| std::fs::rename(&tmp, path));
+        .map_err(|e| e.to_string())
+        .and_then(|b| state::write_atomic(path, &b, false).map_err(|e| e.to_string()));
     if let Err(e) = ok {
         tracing::debug!("writing {}: {e}", path.display());
     }

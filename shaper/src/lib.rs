@@ -3,7 +3,8 @@
 //! back for local delivery. See docs/shaper.md for the packet path.
 //!
 //! Pure core (no I/O, unit-tested with a fake clock): [`vnet`], [`classify`], [`bucket`],
-//! [`sched`]. I/O shell: [`tap`], [`redirect`], [`sysctl`], [`state`], [`daemon`].
+//! [`sched`]. I/O shell (on the kernel layer of the `tollgate` crate): [`redirect`], [`sysctl`], [`state`],
+//! [`daemon`].
 
 pub mod bucket;
 pub mod classify;
@@ -12,5 +13,4 @@ pub mod redirect;
 pub mod sched;
 pub mod state;
 pub mod sysctl;
-pub mod tap;
 pub mod vnet;

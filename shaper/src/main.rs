@@ -37,23 +37,15 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.config)
-        .with_context(|| format!("reading {}", args.config.display()))?;
-    let config = Config::parse(&text, &args.config)?;
+    let config = Config::load(&args.config)?;
     if config.shaper.is_none() {
         bail!("{}: no [shaper] section", args.config.display());
     }
-    config.check_devices(&text, shaper::tap::device_exists)?;
+    config.check_devices(tollgate::kernel::device_exists)?;
     for w in config.warnings() {
         tracing::warn!("{w}");
     }
-    if std::process::Command::new("nft")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        bail!("the `nft` command is missing: install the nftables package");
-    }
+    tollgate::kernel::nft::available()?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;

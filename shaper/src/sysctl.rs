@@ -9,18 +9,9 @@
 use std::fs;
 use std::io;
 use tollgate::config::RedirectMode;
+use tollgate::kernel::sysctl;
 
-/// One sysctl change: key in dotted form, the value to set, the value found.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Change {
-    pub key: String,
-    pub value: String,
-    pub original: String,
-    /// False for keys of the TAP itself, which vanish with it.
-    pub restore: bool,
-}
-
-pub use tollgate::sysctl::{read, write};
+pub use tollgate::kernel::sysctl::{Change, apply, conf_key, read, restore};
 
 /// The changes a redirect mode needs in this network namespace, given its current values.
 /// Keys already at the wanted value are left out.
@@ -43,10 +34,10 @@ pub fn plan(mode: RedirectMode, tap: &str) -> io::Result<Vec<Change>> {
     if all != 0 {
         for dev in fs::read_dir("/proc/sys/net/ipv4/conf")? {
             let dev = dev?.file_name().to_string_lossy().into_owned();
-            if dev == "all" || dev == "default" || dev == tap || dev.contains('.') {
+            if dev == "all" || dev == "default" || dev == tap {
                 continue;
             }
-            let key = format!("net.ipv4.conf.{dev}.rp_filter");
+            let key = conf_key("ipv4", &dev, "rp_filter");
             let cur: u32 = read(&key)?.parse().unwrap_or(0);
             if cur < all {
                 want(key, &all.to_string(), true)?;
@@ -54,10 +45,10 @@ pub fn plan(mode: RedirectMode, tap: &str) -> io::Result<Vec<Change>> {
         }
         want("net.ipv4.conf.all.rp_filter".into(), "0", true)?;
     }
-    want(format!("net.ipv4.conf.{tap}.rp_filter"), "0", false)?;
-    if tollgate::sysctl::exists(&format!("net.ipv6.conf.{tap}.disable_ipv6")) {
+    want(conf_key("ipv4", tap, "rp_filter"), "0", false)?;
+    if sysctl::exists(&conf_key("ipv6", tap, "disable_ipv6")) {
         // no router solicitations, DAD or MLD from the TAP to loop back through the daemon
-        want(format!("net.ipv6.conf.{tap}.disable_ipv6"), "1", false)?;
+        want(conf_key("ipv6", tap, "disable_ipv6"), "1", false)?;
     }
     if mode == RedirectMode::Route {
         want("net.ipv4.ip_forward".into(), "1", true)?;
@@ -71,29 +62,10 @@ pub fn plan(mode: RedirectMode, tap: &str) -> io::Result<Vec<Change>> {
             true,
         )?;
         want(
-            format!("net.ipv4.conf.{tap}.ignore_routes_with_linkdown"),
+            conf_key("ipv4", tap, "ignore_routes_with_linkdown"),
             "1",
             false,
         )?;
     }
     Ok(out)
-}
-
-/// Applies changes in order; stops at the first error.
-pub fn apply(changes: &[Change]) -> io::Result<()> {
-    for c in changes {
-        write(&c.key, &c.value)
-            .map_err(|e| io::Error::new(e.kind(), format!("sysctl {}={}: {e}", c.key, c.value)))?;
-    }
-    Ok(())
-}
-
-/// Restores the original values, newest first; logs and skips what fails (e.g. an interface
-/// that is gone).
-pub fn restore(changes: &[Change]) {
-    for c in changes.iter().rev().filter(|c| c.restore) {
-        if let Err(e) = write(&c.key, &c.original) {
-            tracing::warn!(key = %c.key, original = %c.original, "cannot restore sysctl: {e}");
-        }
-    }
 }

@@ -5,8 +5,8 @@
 //! kernel never segments or checksums on our behalf. We read it only to charge the bucket for
 //! every segment the frame stands for.
 
-/// Size of `struct virtio_net_hdr` (without `num_buffers`), the TAP's default vnet header size.
-pub const VNET_HDR_LEN: usize = 10;
+/// Size of `struct virtio_net_hdr` (without `num_buffers`), as the TAP is configured.
+pub use tollgate::kernel::tap::VNET_HDR_LEN;
 
 /// `gso_type` values (include/uapi/linux/virtio_net.h).
 pub const GSO_NONE: u8 = 0;

@@ -291,7 +291,8 @@ impl Cx<'_> {
                 ),
             ));
         }
-        let id = id as u32;
+        let id = u32::try_from(id)
+            .map_err(|_| self.err(id_s, &key("id"), format!("{id}: out of range")))?;
         let peer = ipv4(self, peer_s, &key("peer"))?;
         let mut networks = Vec::new();
         for n in networks_s.get_ref() {
@@ -395,13 +396,17 @@ impl Cx<'_> {
         }))
     }
 
-    /// Across tenants: unique ids and zones, each EIP in one place only.
+    /// Across tenants: unique ids and zones, each EIP in one place only, and (external tunnel
+    /// mode, where the outer source address is what tells tenants apart) unique peers.
     pub(super) fn check_gateway_tenants(
         &self,
         raw: &[Spanned<RawTenant>],
         tenants: &[super::Tenant],
+        gateway: Option<&GatewayConfig>,
         shaper_table: Option<u32>,
     ) -> Result<(), ConfigError> {
+        let external = gateway.is_some_and(|g| g.tunnel_mode == TunnelMode::External);
+        let mut peers: BTreeMap<Ipv4Addr, usize> = BTreeMap::new();
         let mut ids: BTreeMap<u32, usize> = BTreeMap::new();
         let mut zones: BTreeMap<u16, usize> = BTreeMap::new();
         let mut eips: BTreeMap<Ipv4Addr, usize> = BTreeMap::new();
@@ -424,6 +429,17 @@ impl Cx<'_> {
                     "id {} and tenant[{j}]'s id {} share conntrack zone {} (zones are id mod 65536)",
                     g.id, tenants[j].gateway.as_ref().map(|g| g.id).unwrap_or(0), g.zone()
                 )));
+            }
+            if external && let Some(j) = peers.insert(g.peer, i) {
+                let at = r.peer.as_ref().map(|s| s.span().start).unwrap_or(id_span);
+                return Err(self.err_at(
+                    at,
+                    &format!("tenant[{i}].peer"),
+                    &format!(
+                        "peer {} is also tenant[{j}] {:?}'s: with tunnel_mode = \"external\" a tenant's traffic is told apart by its peer address, so each tenant needs its own",
+                        g.peer, tenants[j].name
+                    ),
+                ));
             }
             if Some(g.id) == shaper_table {
                 return Err(self.err_at(

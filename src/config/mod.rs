@@ -5,6 +5,7 @@
 //! checks what serde cannot (units, prefixes, overlaps, duplicates). Every error names the file,
 //! line, column and key, and nothing touches the kernel before this has succeeded.
 
+pub mod examples;
 mod gateway;
 mod net;
 mod raw;
@@ -119,6 +120,8 @@ pub struct Tenant {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub path: PathBuf,
+    /// The file's text, for messages that point into it after parsing.
+    pub text: String,
     pub shaper: Option<ShaperConfig>,
     pub gateway: Option<GatewayConfig>,
     pub tenants: Vec<Tenant>,
@@ -169,9 +172,15 @@ impl Config {
             Some(s) => Some(cx.shaper(s, &raw.tenant, &tenants)?),
             None => None,
         };
-        cx.check_gateway_tenants(&raw.tenant, &tenants, shaper.as_ref().map(|s| s.table))?;
+        cx.check_gateway_tenants(
+            &raw.tenant,
+            &tenants,
+            gateway.as_ref(),
+            shaper.as_ref().map(|s| s.table),
+        )?;
         Ok(Config {
             path: path.to_path_buf(),
+            text: text.to_string(),
             shaper,
             gateway,
             tenants,
@@ -223,16 +232,13 @@ impl Config {
 
     /// Checks that every device the config names exists in this network namespace, naming the
     /// key and line of the first that does not. `exists` is injected for testing.
-    pub fn check_devices(
-        &self,
-        text: &str,
-        exists: impl Fn(&str) -> bool,
-    ) -> Result<(), ConfigError> {
+    pub fn check_devices(&self, exists: impl Fn(&str) -> bool) -> Result<(), ConfigError> {
         let cx = Cx {
-            text,
+            text: &self.text,
             path: &self.path,
         };
-        let raw: RawConfig = toml::from_str(text).map_err(|e| cx.err_at(0, "", e.message()))?;
+        let raw: RawConfig =
+            toml::from_str(&self.text).map_err(|e| cx.err_at(0, "", e.message()))?;
         let missing = |name: &str| format!("device {name:?} does not exist");
         if let (Some(g), Some(rg)) = (&self.gateway, &raw.gateway) {
             for (dev, span, key) in [
@@ -547,20 +553,26 @@ pub fn default_queue(rate: u64) -> u64 {
     (rate / 10).max(4 * MAX_GSO_FRAME)
 }
 
-/// Linux interface names: 1-15 bytes, no '/', no whitespace, not "." or "..".
+/// Interface names tollgate accepts: the kernel's rule (1-15 bytes, not "." or "..") narrowed
+/// to letters, digits and `-_.@+`. The kernel also allows `"`, `;`, `#` and the like, but such a
+/// name would reach nftables rulesets and sysctl paths, where it could end a token; tollgate
+/// refuses it rather than quote it.
 pub fn check_ifname(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 15 {
         return Err(format!(
             "{name:?}: an interface name has 1 to 15 characters"
         ));
     }
-    if name == "."
-        || name == ".."
-        || name
-            .chars()
-            .any(|c| c == '/' || c == ':' || c.is_whitespace())
-    {
+    if name == "." || name == ".." {
         return Err(format!("{name:?} is not a valid interface name"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-_.@+".contains(*c)))
+    {
+        return Err(format!(
+            "{name:?}: tollgate takes interface names of letters, digits and '-', '_', '.', '@', '+' only (not {c:?}); rename the device"
+        ));
     }
     Ok(())
 }

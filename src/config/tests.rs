@@ -1,7 +1,7 @@
 use super::*;
 
-/// The example from the shaper issue, verbatim: it must keep working.
-pub const ISSUE_EXAMPLE: &str = include_str!("../../examples/shaper.toml");
+/// The shipped shaper example: it must keep working as users read it.
+pub const SHAPER_EXAMPLE: &str = super::examples::SHAPER_EXAMPLE;
 
 fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::parse(text, Path::new("t.toml"))
@@ -15,8 +15,8 @@ fn err(text: &str) -> ConfigError {
 }
 
 #[test]
-fn issue_example_parses() {
-    let c = parse(ISSUE_EXAMPLE).unwrap();
+fn shaper_example_parses() {
+    let c = parse(SHAPER_EXAMPLE).unwrap();
     let s = c.shaper.as_ref().unwrap();
     assert_eq!(s.interface, "veth-srv");
     assert_eq!(s.tap, "tg0");
@@ -37,7 +37,7 @@ fn issue_example_parses() {
 #[test]
 fn ports_and_interfaces() {
     let c = parse(&format!(
-        "{ISSUE_EXAMPLE}\n[[tenant]]\nname = \"gamma\"\nsources = [\"203.0.113.0/24\"]\nupload = \"1gbit\"\nports = [22, \"8000-8100\"]\ninterfaces = [\"eth1\"]\n"
+        "{SHAPER_EXAMPLE}\n[[tenant]]\nname = \"gamma\"\nsources = [\"203.0.113.0/24\"]\nupload = \"1gbit\"\nports = [22, \"8000-8100\"]\ninterfaces = [\"eth1\"]\n"
     ))
     .unwrap();
     let g = &c.tenants[2];
@@ -59,7 +59,7 @@ fn ports_and_interfaces() {
 
 #[test]
 fn unknown_key_names_line() {
-    let e = err(&ISSUE_EXAMPLE.replace("upload = \"50mbit\"", "uplaod = \"50mbit\""));
+    let e = err(&SHAPER_EXAMPLE.replace("upload = \"50mbit\"", "uplaod = \"50mbit\""));
     assert_eq!(e.line, 14, "{e}");
     assert!(e.to_string().contains("uplaod"), "{e}");
     let e = err("[shaper]\ninterface = \"a\"\ntap = \"b\"\nredirect = \"netdev\"\ncolour = 1\n");
@@ -68,16 +68,16 @@ fn unknown_key_names_line() {
 
 #[test]
 fn bad_unit_names_key_and_line() {
-    let e = err(&ISSUE_EXAMPLE.replace("\"20mbit\"", "\"20mbits\""));
+    let e = err(&SHAPER_EXAMPLE.replace("\"20mbit\"", "\"20mbits\""));
     assert_eq!((e.line, e.key.as_str()), (9, "tenant[0].upload"), "{e}");
     assert!(e.message.contains("mbits"), "{e}");
-    let e = err(&ISSUE_EXAMPLE.replace("\"2mb\"", "\"2 furlongs\""));
+    let e = err(&SHAPER_EXAMPLE.replace("\"2mb\"", "\"2 furlongs\""));
     assert_eq!((e.line, e.key.as_str()), (16, "tenant[1].queue"), "{e}");
 }
 
 #[test]
 fn overlapping_sources_refused() {
-    let e = err(&ISSUE_EXAMPLE.replace("198.51.100.10/32", "198.51.100.200/32"));
+    let e = err(&SHAPER_EXAMPLE.replace("198.51.100.10/32", "198.51.100.200/32"));
     assert_eq!(e.key, "tenant[1].sources", "{e}");
     assert_eq!(e.line, 13, "{e}");
     assert!(e.message.contains("overlaps"), "{e}");
@@ -89,7 +89,7 @@ fn overlapping_sources_refused() {
 
 #[test]
 fn duplicate_names_refused() {
-    let e = err(&ISSUE_EXAMPLE.replace("name = \"beta\"", "name = \"alpha\""));
+    let e = err(&SHAPER_EXAMPLE.replace("name = \"beta\"", "name = \"alpha\""));
     assert_eq!((e.line, e.key.as_str()), (12, "tenant[1].name"), "{e}");
     assert!(e.message.contains("duplicate"), "{e}");
 }
@@ -116,13 +116,13 @@ fn other_bad_values() {
         ("name = \"beta\"", "name = \"be ta\"", "tenant[1].name"),
     ];
     for (from, to, key) in cases {
-        let e = err(&ISSUE_EXAMPLE.replace(from, to));
+        let e = err(&SHAPER_EXAMPLE.replace(from, to));
         assert_eq!(e.key, key, "{to}: {e}");
         assert!(e.line > 0, "{e}");
     }
-    let e = err(&format!("{ISSUE_EXAMPLE}ports = [0]\n"));
+    let e = err(&format!("{SHAPER_EXAMPLE}ports = [0]\n"));
     assert_eq!(e.key, "tenant[1].ports", "{e}");
-    let e = err(&format!("{ISSUE_EXAMPLE}ports = [\"90-80\"]\n"));
+    let e = err(&format!("{SHAPER_EXAMPLE}ports = [\"90-80\"]\n"));
     assert!(e.message.contains("reversed"), "{e}");
     let e = err("[shaper]\ninterface = \"a\"\ntap = \"b\"\nredirect = \"netdev\"\n");
     assert!(e.message.contains("nothing to shape"), "{e}");
@@ -132,15 +132,13 @@ fn other_bad_values() {
 
 #[test]
 fn missing_device_names_key_and_line() {
-    let c = parse(ISSUE_EXAMPLE).unwrap();
-    let e = c
-        .check_devices(ISSUE_EXAMPLE, |d| d != "veth-srv")
-        .unwrap_err();
+    let c = parse(SHAPER_EXAMPLE).unwrap();
+    let e = c.check_devices(|d| d != "veth-srv").unwrap_err();
     assert_eq!((e.line, e.key.as_str()), (2, "shaper.interface"), "{e}");
-    assert!(c.check_devices(ISSUE_EXAMPLE, |_| true).is_ok());
-    let text = format!("{ISSUE_EXAMPLE}interfaces = [\"eth9\"]\n");
+    assert!(c.check_devices(|_| true).is_ok());
+    let text = format!("{SHAPER_EXAMPLE}interfaces = [\"eth9\"]\n");
     let c = parse(&text).unwrap();
-    let e = c.check_devices(&text, |d| d != "eth9").unwrap_err();
+    let e = c.check_devices(|d| d != "eth9").unwrap_err();
     assert_eq!(
         (e.line, e.key.as_str()),
         (17, "tenant[1].interfaces"),
@@ -150,7 +148,7 @@ fn missing_device_names_key_and_line() {
 
 #[test]
 fn error_display_has_file_line_key() {
-    let e = err(&ISSUE_EXAMPLE.replace("\"20mbit\"", "\"20mbits\""));
+    let e = err(&SHAPER_EXAMPLE.replace("\"20mbit\"", "\"20mbits\""));
     let s = e.to_string();
     assert!(s.starts_with("t.toml:9:"), "{s}");
     assert!(s.contains("tenant[0].upload"), "{s}");

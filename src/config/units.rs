@@ -49,6 +49,8 @@ fn to_u64(x: f64, value: &str) -> Result<u64, UnitError> {
     if x > u64::MAX as f64 / 2.0 {
         return Err(UnitError::OutOfRange(value.to_string()));
     }
+    // in range (checked above), so the float-to-integer conversion is exact up to rounding
+    #[allow(clippy::cast_possible_truncation)]
     Ok(x.round() as u64)
 }
 

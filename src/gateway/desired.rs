@@ -14,23 +14,14 @@
 //!   sends, via fwmark_reflect), the public device's subnets and optional default route in the
 //!   tenant table, DNAT/SNAT of its EIPs, a conntrack zone, its firewall chains.
 
-use super::model::*;
 use crate::config::{
     Config, FwMatch, GatewayConfig, Ipv4Net, Isolation, TenantGateway, Tunnel, TunnelMode,
 };
+use crate::kernel::model::*;
+use crate::names::{self, EXTERNAL_DEV, GATEWAY_NFT_TABLE as NFT_TABLE, RTPROT_GATEWAY};
 use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::net::Ipv4Addr;
-
-pub const EXTERNAL_DEV: &str = "tgtun";
-
-pub fn vrf_name(id: u32) -> String {
-    format!("tgv{id}")
-}
-
-pub fn tunnel_name(id: u32) -> String {
-    format!("tgt{id}")
-}
 
 /// The per-tenant next hop on the shared external device (unique: zones are unique).
 pub fn external_nexthop(g: &TenantGateway) -> Ipv4Addr {
@@ -55,7 +46,7 @@ pub struct Desired {
 /// The device a tenant's traffic leaves the gateway on, towards the tenant.
 pub fn tenant_device(gw: &GatewayConfig, g: &TenantGateway) -> String {
     match gw.tunnel_mode {
-        TunnelMode::PerTenant => tunnel_name(g.id),
+        TunnelMode::PerTenant => names::tunnel(g.id),
         TunnelMode::External => EXTERNAL_DEV.to_string(),
     }
 }
@@ -91,11 +82,13 @@ pub fn build(config: &Config, public_subnets: &[Ipv4Net], offload: bool) -> Desi
             iif: Some(EXTERNAL_DEV.into()),
             fwmark: None,
             tun_id: None,
+            l3mdev: false,
             action: RuleAction::Prohibit,
+            proto: RTPROT_GATEWAY,
         });
     }
     for (_, g) in &tenants {
-        let vrf = (gw.isolation == Isolation::Vrf).then(|| vrf_name(g.id));
+        let vrf = (gw.isolation == Isolation::Vrf).then(|| names::vrf(g.id));
         if let Some(v) = &vrf {
             d.links.push(Link {
                 name: v.clone(),
@@ -137,6 +130,7 @@ pub fn build(config: &Config, public_subnets: &[Ipv4Net], offload: bool) -> Desi
                         via: None,
                         onlink: false,
                         encap: None,
+                        proto: RTPROT_GATEWAY,
                     });
                 }
             }
@@ -163,6 +157,7 @@ pub fn build(config: &Config, public_subnets: &[Ipv4Net], offload: bool) -> Desi
                             id: g.id,
                             dst: g.peer,
                         }),
+                        proto: RTPROT_GATEWAY,
                     });
                 }
                 d.rules.insert(Rule {
@@ -170,7 +165,9 @@ pub fn build(config: &Config, public_subnets: &[Ipv4Net], offload: bool) -> Desi
                     iif: Some(EXTERNAL_DEV.into()),
                     fwmark: Some(g.id),
                     tun_id: Some(g.id),
+                    l3mdev: false,
                     action: RuleAction::Lookup(g.id),
+                    proto: RTPROT_GATEWAY,
                 });
             }
         }
@@ -179,7 +176,9 @@ pub fn build(config: &Config, public_subnets: &[Ipv4Net], offload: bool) -> Desi
             iif: None,
             fwmark: Some(g.id),
             tun_id: None,
+            l3mdev: false,
             action: RuleAction::Lookup(g.id),
+            proto: RTPROT_GATEWAY,
         });
         for s in public_subnets {
             d.routes.insert(Route {
@@ -189,6 +188,7 @@ pub fn build(config: &Config, public_subnets: &[Ipv4Net], offload: bool) -> Desi
                 via: None,
                 onlink: false,
                 encap: None,
+                proto: RTPROT_GATEWAY,
             });
         }
         if let Some(nh) = gw.public_gateway {
@@ -199,6 +199,7 @@ pub fn build(config: &Config, public_subnets: &[Ipv4Net], offload: bool) -> Desi
                 via: Some(nh),
                 onlink: false,
                 encap: None,
+                proto: RTPROT_GATEWAY,
             });
         }
     }
@@ -231,10 +232,6 @@ pub fn digest(s: &str) -> String {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     format!("{h:016x}")
-}
-
-fn chain_name(prefix: &str, tenant: &str) -> String {
-    format!("{prefix}_{}", tenant.replace('-', "_"))
 }
 
 fn fw_expr(m: &FwMatch) -> String {
@@ -316,14 +313,14 @@ fn ruleset(
                     "\t\tct zone set iifname map {}",
                     map(tenants
                         .iter()
-                        .map(|(_, g)| (format!("\"{}\"", tunnel_name(g.id)), g.zone())))
+                        .map(|(_, g)| (format!("\"{}\"", names::tunnel(g.id)), g.zone())))
                 );
                 let _ = writeln!(
                     s,
                     "\t\tmeta mark set iifname map {}",
                     map(tenants
                         .iter()
-                        .map(|(_, g)| (format!("\"{}\"", tunnel_name(g.id)), g.id)))
+                        .map(|(_, g)| (format!("\"{}\"", names::tunnel(g.id)), g.id)))
                 );
             }
             TunnelMode::External => {
@@ -400,16 +397,17 @@ fn ruleset(
             "\t\tct zone vmap {}",
             map(tenants
                 .iter()
-                .map(|(t, g)| (g.zone(), format!("jump {}", chain_name("tenant", &t.name)))))
+                .map(|(_, g)| (g.zone(), format!("jump {}", names::chain_tenant(g.id)))))
         );
     }
     let _ = writeln!(s, "\t}}");
     for (t, g) in tenants {
         let (tc, ic, oc) = (
-            chain_name("tenant", &t.name),
-            chain_name("in", &t.name),
-            chain_name("out", &t.name),
+            names::chain_tenant(g.id),
+            names::chain_in(g.id),
+            names::chain_out(g.id),
         );
+        let _ = writeln!(s, "\t# tenant {:?}", t.name);
         let _ = writeln!(
             s,
             "\tchain {tc} {{\n\t\tct state established,related accept\n\t\tct state invalid counter drop\n\t\toifname \"{public}\" goto {oc}\n\t\tgoto {ic}\n\t}}"

@@ -1,36 +1,27 @@
 //! The gateway's nftables table: applied as one `nft -f` transaction (add; delete; define, so
-//! a replace is atomic), read back with `nft -j`, with nft's own error text on refusal.
+//! a replace is atomic), read back with `nft -j`.
 //!
 //! The ruleset is written in nft's language rather than built from JSON schema types: it is what
 //! `tollgate plan --ruleset` shows and what an operator compares with `nft list table`.
 
-use super::model::NFT_TABLE;
-pub use crate::nft::NftError;
-
-fn run(args: &[&str], stdin: Option<&str>) -> Result<String, NftError> {
-    crate::nft::run(args, stdin.map(str::as_bytes))
-}
+use crate::kernel::nft;
+pub use crate::kernel::nft::NftError;
+use crate::names::GATEWAY_NFT_TABLE as TABLE;
 
 /// Replaces our table with `ruleset` in one transaction.
 pub fn apply(ruleset: &str) -> Result<(), NftError> {
-    let text = format!("table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\n{ruleset}");
-    run(&["-f", "-"], Some(&text)).map(|_| ())
+    nft::load_text(&format!(
+        "table inet {TABLE}\ndelete table inet {TABLE}\n{ruleset}"
+    ))
 }
 
 pub fn delete() -> Result<(), NftError> {
-    let text = format!("table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\n");
-    run(&["-f", "-"], Some(&text)).map(|_| ())
+    nft::load_text(&format!("table inet {TABLE}\ndelete table inet {TABLE}\n"))
 }
 
 /// Our table as nft JSON, or None if it does not exist.
 pub fn list() -> Result<Option<serde_json::Value>, NftError> {
-    match run(&["-j", "list", "table", "inet", NFT_TABLE], None) {
-        Ok(out) => serde_json::from_str(&out)
-            .map(Some)
-            .map_err(|e| NftError::Refused(format!("unreadable nft -j output: {e}"))),
-        Err(NftError::Refused(msg)) if msg.contains("No such file") => Ok(None),
-        Err(e) => Err(e),
-    }
+    nft::list_table("inet", TABLE)
 }
 
 /// The version marker of the applied ruleset: None without table, Some("") if the table exists

@@ -6,8 +6,9 @@
 //! planned again rather than assumed present.
 
 use super::desired::Desired;
-use super::model::*;
-use super::netlink::Observed;
+use super::observe::Observed;
+use crate::kernel::model::*;
+use crate::names::GATEWAY_NFT_TABLE as NFT_TABLE;
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::fmt;
@@ -194,7 +195,7 @@ pub fn plan(d: &Desired, o: &Observed, x: &Extra) -> Vec<Change> {
         }
     }
     let wanted: BTreeSet<&str> = d.links.iter().map(|l| l.name.as_str()).collect();
-    let removed: Vec<&super::netlink::ObservedLink> = o
+    let removed: Vec<&super::observe::ObservedLink> = o
         .links
         .iter()
         .filter(|ol| !wanted.contains(ol.name.as_str()))

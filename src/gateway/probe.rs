@@ -5,10 +5,14 @@
 //! Each feature names the kernel config options it needs, so a refusal can say exactly what
 //! to build or load.
 
-use super::model::Link;
-use super::netlink::Netlink;
-use std::io::Write;
-use std::process::{Command, Stdio};
+use crate::config::Ipv4Net;
+use crate::kernel::model::{Encap, Link, LinkKind, RT_TABLE_MAIN, Route, Rule, RuleAction};
+use crate::kernel::netlink::{Netlink, RouteAdd};
+use crate::kernel::nft;
+use std::net::Ipv4Addr;
+
+/// Protocol number on the probe's throwaway routes and rules (`proto static`).
+const RTPROT_STATIC: u8 = 4;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub enum Feature {
@@ -78,55 +82,24 @@ pub fn missing(features: &[Feature]) -> Result<Vec<(Feature, String)>, String> {
     .map_err(|_| "the kernel probe panicked".to_string())?
 }
 
-fn nft(ruleset: &str) -> Result<(), String> {
-    let mut c = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run nft (install nftables): {e}"))?;
-    if let Some(mut i) = c.stdin.take() {
-        i.write_all(ruleset.as_bytes()).map_err(|e| e.to_string())?;
-    }
-    let o = c.wait_with_output().map_err(|e| e.to_string())?;
-    if o.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&o.stderr)
-            .lines()
-            .next()
-            .unwrap_or("nft failed")
-            .to_string())
-    }
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let o = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run ip: {e}"))?;
-    if o.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&o.stderr).trim().to_string())
-    }
+fn load(ruleset: &str) -> Result<(), String> {
+    nft::load_text(ruleset).map_err(|e| e.to_string())
 }
 
 fn try_feature(nl: &Netlink, f: Feature) -> Result<(), String> {
-    use super::model::LinkKind;
     let link = |name: &str, kind: LinkKind| Link {
         name: name.into(),
         kind,
         master: None,
     };
-    let lo = std::net::Ipv4Addr::LOCALHOST;
+    let lo = Ipv4Addr::LOCALHOST;
+    let text = |e: crate::kernel::netlink::NetlinkError| e.to_string();
     match f {
         Feature::Vrf => nl
-            .create_link(&link("p-vrf", LinkKind::Vrf { table: 10 }))
-            .map_err(|e| e.to_string()),
+            .link_create(&link("p-vrf", LinkKind::Vrf { table: 10 }))
+            .map_err(text),
         Feature::Gretap => nl
-            .create_link(&link(
+            .link_create(&link(
                 "p-gre",
                 LinkKind::Gretap {
                     key: Some(1),
@@ -134,9 +107,9 @@ fn try_feature(nl: &Netlink, f: Feature) -> Result<(), String> {
                     remote: Some(lo),
                 },
             ))
-            .map_err(|e| e.to_string()),
+            .map_err(text),
         Feature::Vxlan => nl
-            .create_link(&link(
+            .link_create(&link(
                 "p-vx",
                 LinkKind::Vxlan {
                     vni: Some(1),
@@ -146,39 +119,46 @@ fn try_feature(nl: &Netlink, f: Feature) -> Result<(), String> {
                     underlay: "lo".into(),
                 },
             ))
-            .map_err(|e| e.to_string()),
+            .map_err(text),
         Feature::Lwtunnel => {
-            ip(&[
-                "link", "add", "p-lwt", "type", "veth", "peer", "name", "p-lwt1",
-            ])?;
-            ip(&["link", "set", "p-lwt", "up"])?;
-            ip(&[
-                "route",
-                "add",
-                "10.255.0.0/24",
-                "dev",
-                "p-lwt",
-                "encap",
-                "ip",
-                "id",
-                "1",
-                "dst",
-                "127.0.0.2",
-                "key",
-            ])
+            nl.link_create_veth("p-lwt", "p-lwt1").map_err(text)?;
+            nl.link_set_up("p-lwt").map_err(text)?;
+            let dst = Ipv4Net::new(Ipv4Addr::new(10, 255, 0, 0), 24).map_err(|e| e.to_string())?;
+            nl.route_add(
+                &Route {
+                    table: RT_TABLE_MAIN,
+                    dst,
+                    dev: "p-lwt".into(),
+                    via: None,
+                    onlink: false,
+                    encap: Some(Encap {
+                        id: 1,
+                        dst: Ipv4Addr::new(127, 0, 0, 2),
+                    }),
+                    proto: RTPROT_STATIC,
+                },
+                RouteAdd::Create,
+            )
+            .map_err(text)
         }
-        Feature::TunIdRule => ip(&["rule", "add", "tun_id", "1", "lookup", "10"]),
-        Feature::NftNatZones => nft("table inet p {\n\
+        Feature::TunIdRule => {
+            let mut r = Rule::all(100, RuleAction::Lookup(10), RTPROT_STATIC);
+            r.tun_id = Some(1);
+            nl.rule_add(&r).map_err(text)
+        }
+        Feature::NftNatZones => load(
+            "table inet p {\n\
              chain r { type filter hook prerouting priority raw; ct zone set 1\n}\n\
              chain n { type nat hook prerouting priority dstnat; ip daddr 198.51.100.1 dnat ip to 10.0.0.1\n}\n\
-             chain s { type nat hook postrouting priority srcnat; ct zone 1 snat ip to 198.51.100.1\n}\n}\n"),
+             chain s { type nat hook postrouting priority srcnat; ct zone 1 snat ip to 198.51.100.1\n}\n}\n",
+        ),
         Feature::Flowtable => {
-            ip(&[
-                "link", "add", "p-ft0", "type", "veth", "peer", "name", "p-ft1",
-            ])?;
-            nft("table inet pf {\n\
+            nl.link_create_veth("p-ft0", "p-ft1").map_err(text)?;
+            load(
+                "table inet pf {\n\
                  flowtable ft { hook ingress priority filter; devices = { \"p-ft0\" }; }\n\
-                 chain f { type filter hook forward priority filter; meta l4proto tcp flow add @ft\n}\n}\n")
+                 chain f { type filter hook forward priority filter; meta l4proto tcp flow add @ft\n}\n}\n",
+            )
         }
     }
 }

@@ -22,7 +22,7 @@ pub enum RedirectError {
     #[error(transparent)]
     Nft(#[from] nft::NftError),
     #[error(transparent)]
-    Route(#[from] route::RouteError),
+    Route(#[from] route::NetlinkError),
 }
 
 fn route_spec(s: &ShaperConfig) -> route::RouteSpec {
@@ -39,25 +39,19 @@ pub fn remove_stale(shaper: &ShaperConfig) -> Result<(), RedirectError> {
     let table = nft::table_name(&shaper.tap);
     nft::apply(&nft::removal(&table, NfFamily::NetDev))?;
     nft::apply(&nft::removal(&table, NfFamily::IP))?;
-    route::run(async |h| route::remove(h, shaper.table).await)?;
+    route::remove(shaper.table)?;
     Ok(())
 }
 
 /// Installs the redirect to the TAP `tap_index`; on error, undoes its own partial work.
-pub fn install(
-    config: &Config,
-    shaper: &ShaperConfig,
-    tap_index: u32,
-) -> Result<(), RedirectError> {
+pub fn install(config: &Config, shaper: &ShaperConfig) -> Result<(), RedirectError> {
     let sel = nft::Selection::from_config(config, shaper.redirect, &shaper.tap);
     let rules = nft::ruleset(&sel, &shaper.tap, shaper.redirect, shaper.mark);
     let result = match shaper.redirect {
         RedirectMode::Netdev => nft::apply(&rules).map_err(RedirectError::from),
-        RedirectMode::Route => {
-            route::run(async |h| route::install(h, route_spec(shaper), tap_index).await)
-                .map_err(RedirectError::from)
-                .and_then(|()| nft::apply(&rules).map_err(RedirectError::from))
-        }
+        RedirectMode::Route => route::install(route_spec(shaper), &shaper.tap)
+            .map_err(RedirectError::from)
+            .and_then(|()| nft::apply(&rules).map_err(RedirectError::from)),
     };
     if result.is_err()
         && let Err(e) = remove(shaper)
@@ -76,7 +70,7 @@ pub fn remove(shaper: &ShaperConfig) -> Result<(), RedirectError> {
     };
     nft::apply(&nft::removal(&table, family))?;
     if shaper.redirect == RedirectMode::Route {
-        route::run(async |h| route::remove(h, shaper.table).await)?;
+        route::remove(shaper.table)?;
     }
     Ok(())
 }

@@ -23,7 +23,7 @@ use std::borrow::Cow;
 use std::collections::BTreeSet;
 use tollgate::config::{Config, RedirectMode};
 
-pub use tollgate::nft::NftError;
+pub use tollgate::kernel::nft::NftError;
 
 /// What the ruleset selects, derived from the config.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,9 +36,7 @@ pub struct Selection {
     pub ports: Vec<(String, tollgate::config::Ipv4Net, &'static str, u16, u16)>,
 }
 
-pub fn table_name(tap: &str) -> String {
-    format!("tollgate_shaper_{}", tap.replace(['-', '.'], "_"))
-}
+pub use tollgate::names::shaper_nft_table as table_name;
 
 impl Selection {
     pub fn from_config(config: &Config, mode: RedirectMode, tap: &str) -> Selection {
@@ -292,8 +290,8 @@ pub fn removal(table: &str, family: NfFamily) -> Nftables<'static> {
 
 /// Runs `nft -j -f -` with the ruleset on stdin; nft's own message on failure.
 pub fn apply(ruleset: &Nftables<'_>) -> Result<(), NftError> {
-    let json = serde_json::to_vec(ruleset).map_err(|e| NftError::Refused(e.to_string()))?;
-    tollgate::nft::run(&["-j", "-f", "-"], Some(&json)).map(|_| ())
+    let json = serde_json::to_vec(ruleset).map_err(|e| NftError::Output(e.to_string()))?;
+    tollgate::kernel::nft::load_json(&json)
 }
 
 #[cfg(test)]
@@ -324,10 +322,5 @@ mod tests {
         let j = serde_json::to_string(&route).unwrap();
         assert!(j.contains("\"mangle\""), "{j}");
         assert!(j.contains("\"family\":\"ip\""), "{j}");
-    }
-
-    #[test]
-    fn table_names_are_identifiers() {
-        assert_eq!(table_name("tg-0.1"), "tollgate_shaper_tg_0_1");
     }
 }

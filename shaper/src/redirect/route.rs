@@ -1,34 +1,18 @@
-//! Route mode's kernel objects, over rtnetlink: a default route to the TAP in the shaper's
-//! table, an `fwmark` rule selecting that table, and the `local` rule moved after it (a rule at
-//! priority 0 would otherwise deliver every local packet before ours is consulted).
+//! Route mode's kernel objects, through the kernel layer's netlink builders: a default route to
+//! the TAP in the shaper's table, an `fwmark` rule selecting that table, and the `local` rule
+//! moved after it (a rule at priority 0 would otherwise deliver every local packet before ours
+//! is consulted).
 //!
-//! Every rule and route we add carries protocol [`RTPROT_TOLLGATE`]: that is how a restart
-//! after SIGKILL finds the stale ones, and how stop removes exactly ours. A `lookup local` rule
-//! with our protocol means we moved the kernel's: undoing puts one back at priority 0 first, so
+//! Every rule and route we add carries protocol [`RTPROT_SHAPER`]: that is how a restart after
+//! SIGKILL finds the stale ones, and how stop removes exactly ours. A `lookup local` rule with
+//! our protocol means we moved the kernel's: undoing puts one back at priority 0 first, so
 //! there is never a moment without local delivery.
 
-use rtnetlink::packet_route::route::{RouteProtocol, RouteScope};
-use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
-use rtnetlink::{Handle, RouteMessageBuilder};
-use std::net::Ipv4Addr;
-use tollgate::gateway::netlink::{dump_routes, dump_rules, route_table};
-
-/// Protocol number on our rules and routes (iproute2 shows it as `proto 245`).
-pub const RTPROT_TOLLGATE: u8 = 245;
-const RT_TABLE_LOCAL: u32 = 255;
-
-#[derive(Debug, thiserror::Error)]
-pub enum RouteError {
-    #[error("netlink socket: {0}")]
-    Socket(std::io::Error),
-    #[error("{what}: {err}")]
-    Netlink { what: String, err: rtnetlink::Error },
-}
-
-fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> RouteError {
-    let what = what.into();
-    move |err| RouteError::Netlink { what, err }
-}
+use tollgate::config::Ipv4Net;
+use tollgate::kernel::model::{RT_TABLE_LOCAL, RTPROT_KERNEL, Route, Rule, RuleAction};
+pub use tollgate::kernel::netlink::NetlinkError;
+use tollgate::kernel::netlink::{Netlink, RouteAdd};
+pub use tollgate::names::RTPROT_SHAPER;
 
 /// Route mode parameters.
 #[derive(Clone, Copy, Debug)]
@@ -38,181 +22,65 @@ pub struct RouteSpec {
     pub priority: u32,
 }
 
-/// Runs a netlink conversation on a private current-thread runtime (rtnetlink is async only).
-pub fn run<T>(f: impl AsyncFnOnce(Handle) -> Result<T, RouteError>) -> Result<T, RouteError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .map_err(RouteError::Socket)?;
-    rt.block_on(async move {
-        let (conn, handle, _) = rtnetlink::new_connection().map_err(RouteError::Socket)?;
-        let task = tokio::spawn(conn);
-        let out = f(handle).await;
-        task.abort();
-        out
-    })
+fn local_rule(priority: u32, proto: u8) -> Rule {
+    Rule::all(priority, RuleAction::Lookup(RT_TABLE_LOCAL), proto)
 }
 
-fn rule_table(r: &RuleMessage) -> u32 {
-    r.attributes
-        .iter()
-        .find_map(|a| match a {
-            RuleAttribute::Table(t) => Some(*t),
-            _ => None,
-        })
-        .unwrap_or(u32::from(r.header.table))
-}
-
-fn rule_priority(r: &RuleMessage) -> u32 {
-    r.attributes
-        .iter()
-        .find_map(|a| match a {
-            RuleAttribute::Priority(p) => Some(*p),
-            _ => None,
-        })
-        .unwrap_or(0)
-}
-
-fn is_ours_rule(r: &RuleMessage) -> bool {
-    r.attributes
-        .contains(&RuleAttribute::Protocol(RouteProtocol::Other(
-            RTPROT_TOLLGATE,
-        )))
-}
-
-/// A plain `from all lookup local` rule (no selectors).
-fn is_local_lookup(r: &RuleMessage) -> bool {
-    r.header.action == RuleAction::ToTable
-        && rule_table(r) == RT_TABLE_LOCAL
-        && r.header.src_len == 0
-        && r.header.dst_len == 0
-        && !r.attributes.iter().any(|a| {
-            matches!(
-                a,
-                RuleAttribute::FwMark(_)
-                    | RuleAttribute::Iifname(_)
-                    | RuleAttribute::Oifname(_)
-                    | RuleAttribute::Source(_)
-                    | RuleAttribute::Destination(_)
-                    | RuleAttribute::IpProtocol(_)
-                    | RuleAttribute::UidRange(_)
-            )
-        })
-}
-
-async fn rules(h: &Handle) -> Result<Vec<RuleMessage>, RouteError> {
-    dump_rules(h).await.map_err(nl("list IPv4 rules"))
-}
-
-async fn add_local_rule(h: &Handle, priority: u32, ours: bool) -> Result<(), RouteError> {
-    let mut req = h
-        .rule()
-        .add()
-        .v4()
-        .table_id(RT_TABLE_LOCAL)
-        .priority(priority)
-        .action(RuleAction::ToTable);
-    if ours {
-        req.message_mut()
-            .attributes
-            .push(RuleAttribute::Protocol(RouteProtocol::Other(
-                RTPROT_TOLLGATE,
-            )));
-    } else {
-        req.message_mut()
-            .attributes
-            .push(RuleAttribute::Protocol(RouteProtocol::Kernel));
-    }
-    req.execute()
-        .await
-        .map_err(nl(format!("add rule pref {priority} lookup local")))
-}
-
-/// Installs route, local-rule move and fwmark rule for the TAP with index `tap_index`.
-pub async fn install(h: Handle, spec: RouteSpec, tap_index: u32) -> Result<(), RouteError> {
-    let route = RouteMessageBuilder::<Ipv4Addr>::new()
-        .table_id(spec.table)
-        .output_interface(tap_index)
-        .protocol(RouteProtocol::Other(RTPROT_TOLLGATE))
-        .scope(RouteScope::Link)
-        .build();
-    h.route()
-        .add(route)
-        .replace()
-        .execute()
-        .await
-        .map_err(nl(format!(
-            "add route default dev <tap> table {}",
-            spec.table
-        )))?;
-
-    let existing = rules(&h).await?;
-    let local_first = existing
-        .iter()
-        .filter(|r| is_local_lookup(r) && rule_priority(r) <= spec.priority)
-        .cloned()
-        .collect::<Vec<_>>();
+/// Installs route, local-rule move and fwmark rule for the TAP `tap`.
+pub fn install(spec: RouteSpec, tap: &str) -> Result<(), NetlinkError> {
+    let nl = Netlink::new()?;
+    nl.route_add(
+        &Route {
+            table: spec.table,
+            dst: Ipv4Net::DEFAULT,
+            dev: tap.to_string(),
+            via: None,
+            onlink: false,
+            encap: None,
+            proto: RTPROT_SHAPER,
+        },
+        RouteAdd::Replace,
+    )?;
+    let local_first: Vec<Rule> = nl
+        .snapshot()?
+        .rules
+        .into_iter()
+        .filter(|r| r.is_local_lookup() && r.priority <= spec.priority)
+        .collect();
     if !local_first.is_empty() {
-        add_local_rule(&h, spec.priority + 1, true).await?;
-        for r in local_first {
-            let p = rule_priority(&r);
-            h.rule()
-                .del(r)
-                .execute()
-                .await
-                .map_err(nl(format!("delete rule pref {p} lookup local")))?;
+        nl.rule_add(&local_rule(spec.priority + 1, RTPROT_SHAPER))?;
+        for r in &local_first {
+            nl.rule_delete(r)?;
         }
     }
-    let mut req = h
-        .rule()
-        .add()
-        .v4()
-        .table_id(spec.table)
-        .priority(spec.priority)
-        .fw_mark(spec.mark)
-        .action(RuleAction::ToTable);
-    let m = req.message_mut();
-    m.attributes.push(RuleAttribute::FwMask(u32::MAX));
-    m.attributes
-        .push(RuleAttribute::Protocol(RouteProtocol::Other(
-            RTPROT_TOLLGATE,
-        )));
-    req.execute().await.map_err(nl(format!(
-        "add rule pref {} fwmark {:#x} lookup {}",
-        spec.priority, spec.mark, spec.table
-    )))?;
-    Ok(())
+    let mut rule = Rule::all(spec.priority, RuleAction::Lookup(spec.table), RTPROT_SHAPER);
+    rule.fwmark = Some(spec.mark);
+    nl.rule_add(&rule)
 }
 
 /// Removes every rule and route of ours (in `table`), putting the kernel's `local` rule back at
 /// priority 0 first if we had moved it. Safe to call when nothing is installed.
-pub async fn remove(h: Handle, table: u32) -> Result<(), RouteError> {
-    let all = rules(&h).await?;
-    let moved_local = all.iter().any(|r| is_ours_rule(r) && is_local_lookup(r));
-    let has_kernel_local = all
+pub fn remove(table: u32) -> Result<(), NetlinkError> {
+    let nl = Netlink::new()?;
+    let s = nl.snapshot()?;
+    let ours = |p: u8| p == RTPROT_SHAPER;
+    let moved_local = s.rules.iter().any(|r| ours(r.proto) && r.is_local_lookup());
+    let has_kernel_local = s
+        .rules
         .iter()
-        .any(|r| !is_ours_rule(r) && is_local_lookup(r) && rule_priority(r) == 0);
+        .any(|r| !ours(r.proto) && r.is_local_lookup() && r.priority == 0);
     if moved_local && !has_kernel_local {
-        add_local_rule(&h, 0, false).await?;
+        nl.rule_add(&local_rule(0, RTPROT_KERNEL))?;
     }
-    for r in all.into_iter().filter(is_ours_rule) {
-        let p = rule_priority(&r);
-        h.rule()
-            .del(r)
-            .execute()
-            .await
-            .map_err(nl(format!("delete rule pref {p}")))?;
+    for r in s.rules.iter().filter(|r| ours(r.proto)) {
+        nl.rule_delete(r)?;
     }
-    let routes = dump_routes(&h).await.map_err(nl("list IPv4 routes"))?;
-    for r in routes {
-        let t = route_table(&r);
-        if t == table && r.header.protocol == RouteProtocol::Other(RTPROT_TOLLGATE) {
-            h.route()
-                .del(r)
-                .execute()
-                .await
-                .map_err(nl(format!("delete route in table {table}")))?;
-        }
+    for r in s
+        .routes
+        .iter()
+        .filter(|r| r.table == table && ours(r.proto))
+    {
+        nl.route_delete(r)?;
     }
     Ok(())
 }

@@ -46,7 +46,9 @@ fn exact_rates_across_sizes_and_speeds() {
             let duration = (u64::from(size) * 20_000 * SEC / rate).max(SEC);
             let burst = 100_000;
             let sent = saturate(&[shaping(rate, burst, 1 << 30)], &[size], duration, 0)[0];
-            let ideal = (u128::from(rate) * u128::from(duration) / u128::from(SEC)) as u64 + burst;
+            let ideal = u64::try_from(u128::from(rate) * u128::from(duration) / u128::from(SEC))
+                .expect("fits")
+                + burst;
             let err = sent.abs_diff(ideal);
             assert!(
                 err <= u64::from(size),
@@ -144,7 +146,8 @@ fn ready_tenants_round_robin() {
     let mut s: Scheduler<u32> = Scheduler::new(&[shaping(1 << 30, 1 << 30, 1 << 30); 3], 0);
     for t in 0..3 {
         for k in 0..3 {
-            s.enqueue(t, (t * 10 + k) as u32, 100, 0).unwrap();
+            s.enqueue(t, u32::try_from(t * 10 + k).expect("small"), 100, 0)
+                .unwrap();
         }
     }
     let order: Vec<usize> = std::iter::from_fn(|| s.dequeue(0).map(|(t, _)| t)).collect();

@@ -2,7 +2,7 @@ use super::*;
 use std::path::Path;
 
 fn config(tunnel: &str, mode: &str, isolation: &str) -> Config {
-    let text = crate::lab::gateway_config(tunnel, mode, isolation, "auto", None);
+    let text = crate::config::examples::gateway_variant(tunnel, mode, isolation, "auto", None);
     Config::parse(&text, Path::new("t")).unwrap()
 }
 
@@ -51,7 +51,7 @@ fn per_tenant_table_vxlan() {
         "{rs}"
     );
     assert!(
-        rs.contains("ct zone vmap { 1000 : jump tenant_user1, 2000 : jump tenant_user2 }"),
+        rs.contains("ct zone vmap { 1000 : jump tenant_1000, 2000 : jump tenant_2000 }"),
         "{rs}"
     );
     assert!(

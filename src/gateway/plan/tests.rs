@@ -1,7 +1,7 @@
 use super::*;
 use crate::config::Config;
 use crate::gateway::desired::{self, Desired};
-use crate::gateway::netlink::ObservedLink;
+use crate::gateway::observe::ObservedLink;
 use std::path::Path;
 
 fn desired(mode: &str) -> Desired {
@@ -22,7 +22,7 @@ fn applied(d: &Desired) -> (Observed, Extra) {
             .enumerate()
             .map(|(i, l)| ObservedLink {
                 name: l.name.clone(),
-                index: i as u32 + 10,
+                index: u32::try_from(i).expect("small") + 10,
                 spec: l.spec(),
                 master: l.master.clone(),
                 up: true,
@@ -130,13 +130,12 @@ fn drift_is_repaired_and_strays_removed() {
         .unwrap()
         .master = None;
     o.links.iter_mut().find(|l| l.name == "tgv1000").unwrap().up = false;
-    let stray = Rule {
-        priority: 10002,
-        iif: None,
-        fwmark: Some(3000),
-        tun_id: None,
-        action: RuleAction::Lookup(3000),
-    };
+    let mut stray = Rule::all(
+        10002,
+        RuleAction::Lookup(3000),
+        crate::names::RTPROT_GATEWAY,
+    );
+    stray.fwmark = Some(3000);
     o.rules.push(stray.clone());
     x.ruleset_digest = Some(String::new());
     x.sysctls[0].1 = "0".into();

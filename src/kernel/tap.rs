@@ -8,21 +8,11 @@
 //! The device is not persistent: it disappears when the daemon's descriptor closes, including on
 //! SIGKILL, so a crash never leaves a TAP behind.
 
-use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-const IFF_TAP: libc::c_short = 0x0002;
-const IFF_NO_PI: libc::c_short = 0x1000;
-const IFF_VNET_HDR: libc::c_short = 0x4000;
-// _IOW('T', n, int)
-const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
-const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
-const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
-const TUN_F_CSUM: libc::c_uint = 0x01;
-const TUN_F_TSO4: libc::c_uint = 0x02;
-const TUN_F_TSO6: libc::c_uint = 0x04;
-const TUN_F_TSO_ECN: libc::c_uint = 0x08;
+/// Size of `struct virtio_net_hdr` (without `num_buffers`): the header on every TAP frame.
+pub const VNET_HDR_LEN: usize = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TapError {
@@ -38,26 +28,26 @@ pub enum TapError {
     },
 }
 
-#[repr(C)]
-struct IfReqFlags {
-    name: [libc::c_char; libc::IFNAMSIZ],
-    flags: libc::c_short,
-    _pad: [u8; 22],
+/// `IFF_*` flags as the kernel's 16-bit `ifr_flags`; every flag used here is below 0x8000.
+#[allow(clippy::cast_possible_truncation)]
+const fn ifr_flags(flags: libc::c_int) -> libc::c_short {
+    assert!(flags >= 0 && flags <= libc::c_short::MAX as libc::c_int);
+    flags as libc::c_short
 }
 
-#[repr(C)]
-struct IfReqAddr {
-    name: [libc::c_char; libc::IFNAMSIZ],
-    addr: libc::sockaddr,
-    _pad: [u8; 8],
-}
-
-fn ifname(name: &str) -> [libc::c_char; libc::IFNAMSIZ] {
-    let mut out = [0 as libc::c_char; libc::IFNAMSIZ];
-    for (o, b) in out.iter_mut().zip(name.bytes().take(libc::IFNAMSIZ - 1)) {
+/// An `ifreq` naming `name` (truncated to IFNAMSIZ-1 bytes; names are validated before).
+fn ifreq(name: &str) -> libc::ifreq {
+    // SAFETY: ifreq is plain old data (a name and a union of integers and sockaddrs), for
+    // which all-zero bytes are a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (o, b) in req
+        .ifr_name
+        .iter_mut()
+        .zip(name.bytes().take(libc::IFNAMSIZ - 1))
+    {
         *o = b as libc::c_char;
     }
-    out
+    req
 }
 
 /// An open TAP with a 10-byte vnet header on every frame, checksum and TSO offloads on.
@@ -83,13 +73,10 @@ impl Tap {
         }
         // SAFETY: raw is a fresh descriptor we own.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let mut req = IfReqFlags {
-            name: ifname(name),
-            flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR,
-            _pad: [0; 22],
-        };
+        let mut req = ifreq(name);
+        req.ifr_ifru.ifru_flags = ifr_flags(libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR);
         // SAFETY: TUNSETIFF reads and writes an ifreq we own.
-        if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut req) } < 0 {
+        if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut req) } < 0 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::EBUSY) {
                 return Err(TapError::Busy {
@@ -98,22 +85,30 @@ impl Tap {
             }
             return Err(err("TUNSETIFF", e));
         }
-        let hdr: libc::c_int = crate::vnet::VNET_HDR_LEN as libc::c_int;
+        let hdr: libc::c_int = 10;
+        const _: () = assert!(VNET_HDR_LEN == 10);
         // SAFETY: TUNSETVNETHDRSZ reads an int we own.
-        if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETVNETHDRSZ, &hdr) } < 0 {
+        if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETVNETHDRSZ, &hdr) } < 0 {
             return Err(err("TUNSETVNETHDRSZ", io::Error::last_os_error()));
         }
         // Always set explicitly: a persistent TAP keeps its previous user's offloads.
-        let offload = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN;
+        let offload = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_TSO_ECN;
         // SAFETY: TUNSETOFFLOAD takes the flags by value.
-        if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETOFFLOAD, offload as libc::c_ulong) } < 0 {
+        if unsafe {
+            libc::ioctl(
+                fd.as_raw_fd(),
+                libc::TUNSETOFFLOAD,
+                libc::c_ulong::from(offload),
+            )
+        } < 0
+        {
             return Err(err("TUNSETOFFLOAD", io::Error::last_os_error()));
         }
         let sock = Ctl::new().map_err(|e| err("socket", e))?;
         let mac = sock.hwaddr(name).map_err(|e| err("SIOCGIFHWADDR", e))?;
-        let mut up = libc::IFF_UP as libc::c_short;
+        let mut up = ifr_flags(libc::IFF_UP);
         if noarp {
-            up |= libc::IFF_NOARP as libc::c_short;
+            up |= ifr_flags(libc::IFF_NOARP);
         }
         sock.set_flags(name, up)
             .map_err(|e| err("SIOCSIFFLAGS", e))?;
@@ -212,49 +207,33 @@ impl Ctl {
     }
 
     fn hwaddr(&self, name: &str) -> io::Result<[u8; 6]> {
-        // SAFETY: all-zero is a valid sockaddr.
-        let mut req = IfReqAddr {
-            name: ifname(name),
-            addr: unsafe { std::mem::zeroed() },
-            _pad: [0; 8],
-        };
+        let mut req = ifreq(name);
         // SAFETY: SIOCGIFHWADDR fills the ifreq we own.
         if unsafe { libc::ioctl(self.0.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) } < 0 {
             return Err(io::Error::last_os_error());
         }
+        // SAFETY: SIOCGIFHWADDR succeeded, so the union holds ifru_hwaddr.
+        let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
         let mut mac = [0u8; 6];
-        for (m, b) in mac.iter_mut().zip(req.addr.sa_data.iter()) {
+        for (m, b) in mac.iter_mut().zip(data.iter()) {
             *m = *b as u8;
         }
         Ok(mac)
     }
 
     fn set_flags(&self, name: &str, add: libc::c_short) -> io::Result<()> {
-        let mut req = IfReqFlags {
-            name: ifname(name),
-            flags: 0,
-            _pad: [0; 22],
-        };
-        // SAFETY: SIOCGIFFLAGS / SIOCSIFFLAGS on an ifreq we own.
+        let mut req = ifreq(name);
+        // SAFETY: SIOCGIFFLAGS fills the ifreq we own; the union then holds ifru_flags, which
+        // SIOCSIFFLAGS reads back.
         unsafe {
             if libc::ioctl(self.0.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
                 return Err(io::Error::last_os_error());
             }
-            req.flags |= add;
+            req.ifr_ifru.ifru_flags |= add;
             if libc::ioctl(self.0.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
                 return Err(io::Error::last_os_error());
             }
         }
         Ok(())
     }
-}
-
-/// True when a network device of that name exists in this network namespace.
-pub fn device_exists(name: &str) -> bool {
-    let Ok(c) = std::ffi::CString::new(name) else {
-        return false;
-    };
-    let c: &CStr = &c;
-    // SAFETY: if_nametoindex reads a NUL-terminated string.
-    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
 }

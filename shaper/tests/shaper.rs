@@ -1,17 +1,17 @@
 //! End-to-end tests of tollgate-shaper in network namespaces, with real iperf3 traffic.
 //!
-//! Topology (tollgate::lab::UploadLab): client namespace with 198.51.100.10 (alpha),
+//! Topology (lab::UploadLab): client namespace with 198.51.100.10 (alpha),
 //! .20 (beta), .30 (no tenant) on eth0 <-veth-> server namespace veth-srv 198.51.100.2, where
 //! the shaper runs with TAP tg0. Skipped (with a message) without root, nft or iperf3.
 
 mod common;
 
 use common::*;
+use lab::{UploadLab, finish_upload};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
-use tollgate::lab::{UploadLab, finish_upload};
 
 const ALPHA: &str = "198.51.100.10";
 const BETA: &str = "198.51.100.20";
@@ -79,7 +79,7 @@ fn socket_from(src: &str) -> TcpStream {
                 unreachable!()
             };
             libc::sockaddr_in {
-                sin_family: libc::AF_INET as u16,
+                sin_family: libc::sa_family_t::try_from(libc::AF_INET).expect("AF_INET fits"),
                 sin_port: v4.port().to_be(),
                 sin_addr: libc::in_addr {
                     s_addr: u32::from(*v4.ip()).to_be(),
@@ -89,7 +89,8 @@ fn socket_from(src: &str) -> TcpStream {
         };
         let l = sa(&local);
         let r = sa(&remote);
-        let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
+        let len = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_in>())
+            .expect("sockaddr_in size fits");
         assert_eq!(
             libc::bind(fd, (&l as *const libc::sockaddr_in).cast(), len),
             0

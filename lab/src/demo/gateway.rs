@@ -1,17 +1,17 @@
-//! `tollgate demo` (gateway part): builds the gateway topology in namespaces (client,
+//! The demo's gateway part: builds the reference gateway topology in namespaces (client,
 //! gateway, underlay switch, two tenants both at 10.0.0.7), lets `tollgate apply` build the
 //! gateway from the example config, proves the connectivity matrix, and destroys it again.
 //!
 //! The reference design needs VRF, gretap and a flowtable; on a kernel without them the demo
 //! says so and uses the variant this kernel supports (vxlan, table isolation, no offload).
 
+use crate::{GatewayLab, connect, serve};
 use anyhow::{Context, bail};
 use std::process::Command;
 use tollgate::gateway::probe::{self, Feature};
-use tollgate::lab::{self, GatewayLab, connect, serve};
 
 fn tollgate(lab: &GatewayLab, args: &[&str]) -> anyhow::Result<(i32, String)> {
-    let exe = std::env::current_exe()?;
+    let exe = crate::sibling_binary("tollgate")?;
     let out = lab.gw.command(exe).args(args).output()?;
     // stdout first, then any warnings: a summary line stays the last line of stdout
     let (stdout, stderr) = (
@@ -31,7 +31,7 @@ fn indent(text: &str) -> String {
 }
 
 pub fn run() -> anyhow::Result<()> {
-    if let Some(why) = lab::missing_prerequisites() {
+    if let Some(why) = crate::missing_prerequisites() {
         bail!("the demo {why}");
     }
     let wanted = [
@@ -77,7 +77,7 @@ pub fn run() -> anyhow::Result<()> {
     let lab = GatewayLab::new("demog", tunnel).context("building the demo namespaces")?;
     let cfg = lab.dir.path().join("tollgate.toml");
     let state = lab.dir.path().join("state");
-    let text = lab::gateway_config(tunnel, mode, isolation, "auto", Some(&state));
+    let text = crate::gateway_config(tunnel, mode, isolation, "auto", Some(&state));
     std::fs::write(&cfg, text)?;
     let c = cfg.to_str().context("config path is not UTF-8")?;
     let before = lab.gw.snapshot()?;

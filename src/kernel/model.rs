@@ -1,18 +1,20 @@
-//! The kernel objects the gateway is made of, as plain data. `desired` builds them from the
-//! config, `observed` reads them back from the kernel, `plan` diffs the two. Names follow the
-//! kernel's (iproute2's) words: link, address, route, rule, neighbour.
+//! Kernel objects as plain data: what the gateway's `desired` state is made of, what
+//! [`super::netlink::decode`] turns netlink messages into, and what the builders in
+//! [`super::netlink`] turn back into requests. Names follow the kernel's (iproute2's) words:
+//! link, address, route, rule, neighbour.
 
 use crate::config::Ipv4Net;
+use crate::names::ALIAS_PREFIX;
 use serde::Serialize;
 use std::fmt;
 use std::net::Ipv4Addr;
 
-/// The alias every tollgate link carries: `tollgate: <spec>`; the spec says how it was made.
-pub const ALIAS_PREFIX: &str = "tollgate: ";
-/// Protocol number on tollgate's gateway routes and rules (`proto 246`).
-pub const RTPROT_GATEWAY: u8 = 246;
-/// The nftables table tollgate owns.
-pub const NFT_TABLE: &str = "tollgate_gw";
+/// `proto kernel`: routes and rules the kernel made itself (the default `local` rule).
+pub const RTPROT_KERNEL: u8 = 2;
+/// The kernel's `local` routing table.
+pub const RT_TABLE_LOCAL: u32 = 255;
+/// The kernel's `main` routing table.
+pub const RT_TABLE_MAIN: u32 = 254;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -106,6 +108,8 @@ pub struct Route {
     pub onlink: bool,
     /// Lightweight-tunnel encapsulation (`encap ip id <id> dst <dst> key`).
     pub encap: Option<Encap>,
+    /// Who made it (`proto N`): how tollgate recognises its own routes.
+    pub proto: u8,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -119,9 +123,38 @@ pub enum RuleAction {
 pub struct Rule {
     pub priority: u32,
     pub iif: Option<String>,
+    /// Matched with the full mask.
     pub fwmark: Option<u32>,
     pub tun_id: Option<u32>,
+    /// The `l3mdev` rule (table chosen by the ingress VRF).
+    pub l3mdev: bool,
     pub action: RuleAction,
+    /// Who made it (`proto N`): how tollgate recognises its own rules.
+    pub proto: u8,
+}
+
+impl Rule {
+    /// A rule with no selector at all (`from all`), doing `action`.
+    pub fn all(priority: u32, action: RuleAction, proto: u8) -> Rule {
+        Rule {
+            priority,
+            iif: None,
+            fwmark: None,
+            tun_id: None,
+            l3mdev: false,
+            action,
+            proto,
+        }
+    }
+
+    /// True for `from all lookup local` (the rule that delivers to local addresses).
+    pub fn is_local_lookup(&self) -> bool {
+        self.action == RuleAction::Lookup(RT_TABLE_LOCAL)
+            && self.iif.is_none()
+            && self.fwmark.is_none()
+            && self.tun_id.is_none()
+            && !self.l3mdev
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -188,6 +221,9 @@ impl fmt::Display for Rule {
         }
         if let Some(t) = self.tun_id {
             write!(f, " tun_id {t}")?;
+        }
+        if self.l3mdev {
+            write!(f, " l3mdev")?;
         }
         match self.action {
             RuleAction::Lookup(t) => write!(f, " lookup {t}"),

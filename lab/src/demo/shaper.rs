@@ -1,24 +1,24 @@
-//! `tollgate demo`: the whole shaper story in one command, inside namespaces it makes and
+//! The demo's shaper part: the whole shaper story in one command, inside namespaces it makes and
 //! removes. A client uploads from two tenants' addresses at once (and then from an address of
 //! no tenant) to iperf3 servers behind `tollgate-shaper`, and the configured rates are printed
 //! next to what the receiver got.
 
+use crate::{Proc, UploadLab, finish_upload};
 use anyhow::{Context, bail};
 use std::time::Duration;
 use tollgate::config::{Config, units::format_rate};
-use tollgate::lab::{self, Proc, UploadLab, finish_upload};
 
-/// The shaper issue's example config, verbatim: the demo proves it works as written.
-pub const DEMO_CONFIG: &str = include_str!("../examples/shaper.toml");
+/// The shaper example users read: the demo proves it works as written.
+pub const DEMO_CONFIG: &str = tollgate::config::examples::SHAPER_EXAMPLE;
 
 /// Goodput band a shaped tenant must land in (see docs/shaper.md for why not 1.0).
 const BAND: (f64, f64) = (0.93, 1.02);
 
 pub fn run(mode: Option<&str>, seconds: u32) -> anyhow::Result<()> {
-    if let Some(why) = lab::missing_prerequisites() {
+    if let Some(why) = crate::missing_prerequisites() {
         bail!("the demo {why}");
     }
-    let bin = lab::shaper_binary()?;
+    let bin = crate::sibling_binary("tollgate-shaper")?;
     let mut text = DEMO_CONFIG.to_string();
     if let Some(m) = mode {
         text = text.replace("redirect = \"netdev\"", &format!("redirect = \"{m}\""));
@@ -46,7 +46,7 @@ pub fn run(mode: Option<&str>, seconds: u32) -> anyhow::Result<()> {
         .env("RUST_LOG", "warn,shaper=info");
     let log = lab.dir.path().join("shaper.log");
     let mut shaper = Proc::spawn(cmd, &log)?;
-    let up = lab::wait_until(Duration::from_secs(10), || {
+    let up = crate::wait_until(Duration::from_secs(10), || {
         shaper.log_text().contains("shaping") || matches!(shaper.child.try_wait(), Ok(Some(_)))
     });
     if !up || !shaper.log_text().contains("shaping") {

@@ -3,6 +3,12 @@
 //! removes them when dropped (also when a test panics).
 //!
 //! Nothing here touches the root namespace except creating and deleting namespaces.
+//!
+//! This is a development crate: the demo binary, the integration tests and the benchmarks use
+//! it; the `tollgate` and `tollgate-shaper` binaries do not link it.
+
+pub mod demo;
+pub mod harness;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -378,35 +384,9 @@ impl UploadLab {
     }
 }
 
-/// The control-plane issue's example config (the reference design), verbatim.
-pub const GATEWAY_EXAMPLE: &str = include_str!("../examples/gateway.toml");
+pub use tollgate::config::examples::gateway_variant as gateway_config;
 
-/// [`GATEWAY_EXAMPLE`] with a variant's keys substituted, and a `state_dir` when given.
-pub fn gateway_config(
-    tunnel: &str,
-    mode: &str,
-    isolation: &str,
-    offload: &str,
-    state_dir: Option<&Path>,
-) -> String {
-    let offload_line = match state_dir {
-        Some(d) => format!("offload = \"{offload}\"\nstate_dir = \"{}\"", d.display()),
-        None => format!("offload = \"{offload}\""),
-    };
-    GATEWAY_EXAMPLE
-        .replace("tunnel = \"gretap\"", &format!("tunnel = \"{tunnel}\""))
-        .replace(
-            "tunnel_mode = \"external\"",
-            &format!("tunnel_mode = \"{mode}\""),
-        )
-        .replace(
-            "isolation = \"vrf\"",
-            &format!("isolation = \"{isolation}\""),
-        )
-        .replace("offload = \"auto\"", &offload_line)
-}
-
-/// The gateway topology of the control-plane issue, in five namespaces:
+/// The reference gateway topology, in five namespaces:
 ///
 /// ```text
 ///  cl 198.51.100.7 ── eth-pub [gw] eth-ul ── sw (bridge) ─┬─ t1 172.31.0.11, tunnel key 1000, 10.0.0.7
@@ -665,22 +645,25 @@ pub fn parse_iperf3(json: &str) -> Result<Upload> {
     Ok(Upload {
         received_bps,
         intervals_bps,
-        retransmits: f("/end/sum_sent/retransmits").unwrap_or(0.0) as u64,
+        retransmits: v
+            .pointer("/end/sum_sent/retransmits")
+            .and_then(|x| x.as_u64())
+            .unwrap_or(0),
     })
 }
 
-/// Finds the `tollgate-shaper` binary next to the running executable (or one directory up, for
-/// test binaries under `target/*/deps`).
-pub fn shaper_binary() -> Result<PathBuf> {
+/// Finds a workspace binary (`tollgate`, `tollgate-shaper`) next to the running executable, or
+/// one directory up (test binaries live under `target/*/deps`).
+pub fn sibling_binary(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     for dir in exe.ancestors().skip(1).take(2) {
-        let p = dir.join("tollgate-shaper");
+        let p = dir.join(name);
         if p.is_file() {
             return Ok(p);
         }
     }
     Err(LabError::Other(format!(
-        "tollgate-shaper not found next to {} (cargo build --workspace)",
+        "{name} not found next to {} (cargo build --workspace)",
         exe.display()
     )))
 }

@@ -1,0 +1,4 @@
+//! The demo (`tollgate-demo`): the shaper part and the gateway part.
+
+pub mod gateway;
+pub mod shaper;

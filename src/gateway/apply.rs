@@ -1,0 +1,192 @@
+//! Carrying out a plan: one netlink request per object and one nft transaction, with a record
+//! of the sysctls found (for `destroy`) written before anything changes, and rollback of this
+//! run's creations, newest first, when a step fails.
+
+use super::plan::{Change, Extra};
+use super::{GatewayError, Prepared, desired, gateway, nft, observe, plan, read_sysctls};
+use crate::config::{Config, GatewayConfig};
+use crate::kernel::model;
+use crate::kernel::netlink::{Netlink, RouteAdd};
+use crate::kernel::state::{self, Lock};
+use std::path::PathBuf;
+
+/// What apply records for destroy: sysctl originals, and whether the l3mdev rule predates us.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct State {
+    pub sysctls: Vec<(String, String)>,
+    pub l3mdev_rule_preexisting: Option<bool>,
+}
+
+fn state_path(gw: &GatewayConfig) -> Result<PathBuf, GatewayError> {
+    let ino = state::netns_inode().map_err(|err| GatewayError::Io {
+        what: "reading /proc/self/ns/net".into(),
+        err,
+    })?;
+    Ok(gw.state_dir.join(format!("gateway-{ino}.json")))
+}
+
+/// Where the per-namespace lock lives: one place for every config, whatever its `state_dir`,
+/// so two applies with different state directories still exclude each other.
+pub const LOCK_DIR: &str = "/run/tollgate";
+
+/// An exclusive lock on this network namespace's gateway, held while apply or destroy runs, so
+/// two runs never interleave their changes. Released when dropped (or when the process dies).
+pub fn lock() -> Result<Lock, GatewayError> {
+    let ino = state::netns_inode().map_err(|err| GatewayError::Io {
+        what: "reading /proc/self/ns/net".into(),
+        err,
+    })?;
+    let path = PathBuf::from(LOCK_DIR).join(format!("gateway-netns-{ino}.lock"));
+    Ok(Lock::acquire(&path)?)
+}
+
+fn load_state(path: &std::path::Path) -> Result<State, GatewayError> {
+    Ok(state::load(path)?.unwrap_or_default())
+}
+
+fn write_sysctl(key: &str, value: &str) -> Result<(), GatewayError> {
+    crate::kernel::sysctl::write(key, value).map_err(|err| GatewayError::Io {
+        what: format!("sysctl {key}={value}"),
+        err,
+    })
+}
+
+fn execute(nl: &Netlink, d: &desired::Desired, c: &Change) -> Result<(), GatewayError> {
+    match c {
+        Change::Sysctl { key, to, .. } | Change::RestoreSysctl { key, to } => {
+            write_sysctl(key, to)?
+        }
+        Change::CreateLink { link } => nl.link_create(link)?,
+        Change::RecreateLink { link, .. } => {
+            nl.link_delete(&link.name)?;
+            nl.link_create(link)?;
+        }
+        Change::SetMaster { link, master } => nl.link_set_master(link, master.as_deref())?,
+        Change::SetUp { link } => nl.link_set_up(link)?,
+        Change::AddAddress { address } => nl.addr_add(address)?,
+        Change::AddNeigh { neigh } => nl.neigh_add(neigh)?,
+        Change::AddRoute { route } => nl.route_add(route, RouteAdd::Replace)?,
+        Change::AddRule { rule } => nl.rule_add(rule)?,
+        Change::Ruleset { .. } => nft::apply(&d.ruleset)?,
+        Change::DeleteRule { rule } => nl.rule_delete(rule)?,
+        Change::DeleteRoute { route } => nl.route_delete(route)?,
+        Change::DeleteNeigh { neigh } => nl.neigh_delete(neigh)?,
+        Change::DeleteAddress { address } => nl.addr_delete(address)?,
+        Change::DeleteLink { link } => nl.link_delete(link)?,
+        Change::DeleteRuleset => nft::delete()?,
+        Change::DeleteL3mdevRule => {
+            for r in nl.snapshot()?.rules.iter().filter(|r| r.l3mdev) {
+                nl.rule_delete(r)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The inverse of a change that created something (for rollback); None for others.
+fn undo(c: &Change) -> Option<Change> {
+    Some(match c {
+        Change::Sysctl { key, from, .. } => Change::RestoreSysctl {
+            key: key.clone(),
+            to: from.clone(),
+        },
+        Change::CreateLink { link } => Change::DeleteLink {
+            link: link.name.clone(),
+        },
+        Change::AddAddress { address } => Change::DeleteAddress {
+            address: address.clone(),
+        },
+        Change::AddNeigh { neigh } => Change::DeleteNeigh {
+            neigh: neigh.clone(),
+        },
+        Change::AddRoute { route } => Change::DeleteRoute {
+            route: route.clone(),
+        },
+        Change::AddRule { rule } => Change::DeleteRule { rule: rule.clone() },
+        Change::Ruleset { replace: false, .. } => Change::DeleteRuleset,
+        _ => return None,
+    })
+}
+
+/// Carries out a prepared plan. On failure, undoes what this run created, newest first.
+pub fn apply(config: &Config, p: &Prepared) -> Result<(), GatewayError> {
+    let gw = gateway(config)?;
+    if p.changes.is_empty() {
+        return Ok(());
+    }
+    let path = state_path(gw)?;
+    let mut state = load_state(&path)?;
+    for c in &p.changes {
+        if let Change::Sysctl { key, from, .. } = c
+            && !state.sysctls.iter().any(|(k, _)| k == key)
+        {
+            state.sysctls.push((key.clone(), from.clone()));
+        }
+    }
+    if state.l3mdev_rule_preexisting.is_none() {
+        state.l3mdev_rule_preexisting = Some(p.observed.l3mdev_rule);
+    }
+    state::save(&path, &state)?;
+    let nl = Netlink::new()?;
+    let mut done: Vec<&Change> = Vec::new();
+    for c in &p.changes {
+        if let Err(e) = execute(&nl, &p.desired, c) {
+            let mut undone = 0;
+            for d in done.iter().rev() {
+                if let Some(u) = undo(d) {
+                    match execute(&nl, &p.desired, &u) {
+                        Ok(()) => undone += 1,
+                        Err(e2) => tracing::error!("undoing `{d}`: {e2}"),
+                    }
+                }
+            }
+            return Err(GatewayError::Applied {
+                failed: format!("`{c}` failed: {e}"),
+                undone,
+            });
+        }
+        done.push(c);
+    }
+    Ok(())
+}
+
+/// Plans the removal of everything tollgate made (no kernel probing needed).
+pub fn plan_destroy(config: &Config) -> Result<Vec<Change>, GatewayError> {
+    let gw = gateway(config)?;
+    let nl = Netlink::new()?;
+    let observed = observe::observe(&nl.snapshot()?);
+    let state = load_state(&state_path(gw)?)?;
+    let d = desired::Desired {
+        sysctls: state
+            .sysctls
+            .iter()
+            .map(|(k, v)| model::Sysctl {
+                key: k.clone(),
+                value: v.clone(),
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let extra = Extra {
+        sysctls: read_sysctls(&d)?,
+        ruleset_digest: nft::digest(&nft::list()?),
+    };
+    Ok(plan::destroy(
+        &observed,
+        &extra,
+        &state.sysctls,
+        state.l3mdev_rule_preexisting.unwrap_or(true),
+    ))
+}
+
+/// Removes everything tollgate made, and the state file.
+pub fn destroy(config: &Config, changes: &[Change]) -> Result<(), GatewayError> {
+    let gw = gateway(config)?;
+    let nl = Netlink::new()?;
+    let empty = desired::Desired::default();
+    for c in changes {
+        execute(&nl, &empty, c)?;
+    }
+    state::remove(&state_path(gw)?)?;
+    Ok(())
+}

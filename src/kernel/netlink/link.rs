@@ -1,0 +1,134 @@
+//! Links: create (VRF, VXLAN, gretap, veth), enslave, bring up, delete, find by name.
+
+use super::{Netlink, NetlinkError, k};
+use crate::kernel::model::{Link, LinkKind};
+use futures_util::TryStreamExt;
+use rtnetlink::packet_route::link::{GreIOFlags, LinkAttribute};
+use rtnetlink::{LinkGre, LinkUnspec, LinkVeth, LinkVrf, LinkVxlan};
+
+impl Netlink {
+    /// The index of device `name`.
+    pub fn link_index(&self, name: &str) -> Result<u32, NetlinkError> {
+        let h = self.handle.clone();
+        let n = name.to_string();
+        self.run(async move {
+            let mut s = h.link().get().match_name(n).execute();
+            match s.try_next().await {
+                Ok(Some(l)) => Ok(Some(l.header.index)),
+                Ok(None) => Ok(None),
+                Err(rtnetlink::Error::NetlinkError(m))
+                    if m.code.map(|c| -c.get()) == Some(libc::ENODEV) =>
+                {
+                    Ok(None)
+                }
+                Err(e) => Err(k(format!("look up device {name}"))(e)),
+            }
+        })?
+        .ok_or_else(|| NetlinkError::NoDevice(name.to_string()))
+    }
+
+    /// Creates `l` with its alias, enslaves it to its master and brings it up.
+    pub fn link_create(&self, l: &Link) -> Result<(), NetlinkError> {
+        let msg = match &l.kind {
+            LinkKind::Vrf { table } => LinkVrf::new(&l.name, *table).build(),
+            LinkKind::Vxlan {
+                vni,
+                local,
+                remote,
+                port,
+                underlay,
+            } => {
+                let dev = self.link_index(underlay)?;
+                let mut b = LinkVxlan::new(&l.name, vni.unwrap_or(0))
+                    .local(*local)
+                    .port(*port)
+                    .dev(dev);
+                if let Some(r) = remote {
+                    b = b.remote(*r);
+                }
+                if vni.is_none() {
+                    b = b.collect_metadata(true);
+                }
+                b.learning(false).build()
+            }
+            LinkKind::Gretap { key, local, remote } => {
+                let mut b = LinkGre::new_gretap(&l.name);
+                if let Some(a) = local {
+                    b = b.local(*a);
+                }
+                if let Some(a) = remote {
+                    b = b.remote(*a);
+                }
+                match key {
+                    Some(k) => {
+                        b = b
+                            .iflags(GreIOFlags::Key)
+                            .oflags(GreIOFlags::Key)
+                            .ikey(*k)
+                            .okey(*k);
+                    }
+                    None => b = b.collect_metadata(true),
+                }
+                b.build()
+            }
+        };
+        let h = self.handle.clone();
+        let what = format!("create {l}");
+        self.run(async move { h.link().add(msg).execute().await.map_err(k(what)) })?;
+        // the kernel takes IFLA_IFALIAS only on a change, not at creation
+        if let Err(e) = self.link_set_alias(&l.name, &l.alias()) {
+            // not recognisable as ours: do not leave it behind
+            let _ = self.link_delete(&l.name);
+            return Err(e);
+        }
+        if let Some(m) = &l.master {
+            self.link_set_master(&l.name, Some(m))?;
+        }
+        self.link_set_up(&l.name)
+    }
+
+    /// Creates a veth pair `name` / `peer` (down, no alias).
+    pub fn link_create_veth(&self, name: &str, peer: &str) -> Result<(), NetlinkError> {
+        let msg = LinkVeth::new(name, peer).build();
+        let h = self.handle.clone();
+        let what = format!("create veth {name} peer {peer}");
+        self.run(async move { h.link().add(msg).execute().await.map_err(k(what)) })
+    }
+
+    pub fn link_set_alias(&self, name: &str, alias: &str) -> Result<(), NetlinkError> {
+        let idx = self.link_index(name)?;
+        let msg = LinkUnspec::new_with_index(idx)
+            .append_extra_attribute(LinkAttribute::IfAlias(alias.to_string()))
+            .build();
+        let h = self.handle.clone();
+        let what = format!("set alias of {name}");
+        self.run(async move { h.link().set(msg).execute().await.map_err(k(what)) })
+    }
+
+    pub fn link_set_master(&self, name: &str, master: Option<&str>) -> Result<(), NetlinkError> {
+        let idx = self.link_index(name)?;
+        let b = LinkUnspec::new_with_index(idx);
+        let msg = match master {
+            Some(m) => b.controller(self.link_index(m)?).build(),
+            None => b.nocontroller().build(),
+        };
+        let h = self.handle.clone();
+        let what = format!("set {name} master {master:?}");
+        self.run(async move { h.link().set(msg).execute().await.map_err(k(what)) })
+    }
+
+    pub fn link_set_up(&self, name: &str) -> Result<(), NetlinkError> {
+        let idx = self.link_index(name)?;
+        let msg = LinkUnspec::new_with_index(idx).up().build();
+        let h = self.handle.clone();
+        let what = format!("set {name} up");
+        self.run(async move { h.link().set(msg).execute().await.map_err(k(what)) })
+    }
+
+    pub fn link_delete(&self, name: &str) -> Result<(), NetlinkError> {
+        let idx = self.link_index(name)?;
+        let h = self.handle.clone();
+        let what = format!("delete link {name}");
+        self.run(async move { h.link().del(idx).execute().await.map_err(k(what)) })
+    }
+}

@@ -1,0 +1,166 @@
+//! rtnetlink, in one place: one connection on one single-threaded runtime, a [`Snapshot`] of
+//! every object in the namespace decoded by [`decode`], and one builder per kernel object
+//! (`link`, `addr`, `route`, `rule`, `neigh`), named as the kernel names them.
+//!
+//! rtnetlink is async only; tollgate's control paths are sequential, so each call blocks on the
+//! private runtime. Both the gateway and the shaper's route mode go through here.
+
+mod addr;
+pub mod decode;
+mod link;
+mod neigh;
+mod route;
+
+pub use route::RouteAdd;
+mod rule;
+
+use crate::kernel::model::{Address, Neigh, Route, Rule};
+use decode::LinkState;
+use futures_util::TryStreamExt;
+use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::packet_route::route::RouteMessage;
+use rtnetlink::{Handle, IpVersion};
+use std::collections::BTreeMap;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    #[error("netlink socket: {0}")]
+    Socket(std::io::Error),
+    #[error("{what}: {err}")]
+    Kernel { what: String, err: rtnetlink::Error },
+    #[error("device {0:?} does not exist")]
+    NoDevice(String),
+}
+
+impl NetlinkError {
+    /// The kernel's errno, when the kernel refused the request.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            NetlinkError::Kernel {
+                err: rtnetlink::Error::NetlinkError(m),
+                ..
+            } => m.code.map(|c| -c.get()),
+            _ => None,
+        }
+    }
+}
+
+pub(crate) fn k(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
+    let what = what.into();
+    move |err| NetlinkError::Kernel { what, err }
+}
+
+/// Every object of the namespace that the model can describe, decoded.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub links: Vec<LinkState>,
+    /// IPv4 addresses.
+    pub addresses: Vec<Address>,
+    /// IPv4 routes of every table (see [`decode::route`] for what is left out).
+    pub routes: Vec<Route>,
+    /// IPv4 policy rules (see [`decode::rule`] for what is left out).
+    pub rules: Vec<Rule>,
+    /// Permanent IPv4 neighbours.
+    pub neighs: Vec<Neigh>,
+}
+
+impl Snapshot {
+    /// Index -> name of every link.
+    pub fn names(&self) -> BTreeMap<u32, String> {
+        self.links
+            .iter()
+            .map(|l| (l.index, l.name.clone()))
+            .collect()
+    }
+
+    pub fn link(&self, name: &str) -> Option<&LinkState> {
+        self.links.iter().find(|l| l.name == name)
+    }
+}
+
+/// A netlink connection on its own single-threaded runtime.
+pub struct Netlink {
+    rt: tokio::runtime::Runtime,
+    handle: Handle,
+}
+
+impl Netlink {
+    pub fn new() -> Result<Netlink, NetlinkError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .map_err(NetlinkError::Socket)?;
+        let handle = rt.block_on(async {
+            let (conn, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Socket)?;
+            tokio::spawn(conn);
+            Ok::<_, NetlinkError>(handle)
+        })?;
+        Ok(Netlink { rt, handle })
+    }
+
+    fn run<T>(&self, f: impl std::future::Future<Output = T>) -> T {
+        self.rt.block_on(f)
+    }
+
+    /// Every link, IPv4 address, route, rule and permanent neighbour, decoded.
+    pub fn snapshot(&self) -> Result<Snapshot, NetlinkError> {
+        let h = self.handle.clone();
+        self.run(async move {
+            let mut s = Snapshot::default();
+            let links: Vec<_> = h
+                .link()
+                .get()
+                .execute()
+                .try_collect()
+                .await
+                .map_err(k("list links"))?;
+            s.links = links.iter().filter_map(decode::link).collect();
+            let names = s.names();
+            let addrs: Vec<_> = h
+                .address()
+                .get()
+                .execute()
+                .try_collect()
+                .await
+                .map_err(k("list addresses"))?;
+            s.addresses = addrs
+                .iter()
+                .filter_map(|a| decode::address(a, &names))
+                .collect();
+            let mut q = RouteMessage::default();
+            q.header.address_family = AddressFamily::Inet;
+            let routes: Vec<_> = h
+                .route()
+                .get(q)
+                .execute()
+                .try_collect()
+                .await
+                .map_err(k("list routes"))?;
+            s.routes = routes
+                .iter()
+                .filter_map(|r| decode::route(r, &names))
+                .collect();
+            let rules: Vec<_> = h
+                .rule()
+                .get(IpVersion::V4)
+                .execute()
+                .try_collect()
+                .await
+                .map_err(k("list rules"))?;
+            s.rules = rules.iter().filter_map(decode::rule).collect();
+            let neighs: Vec<_> = h
+                .neighbours()
+                .get()
+                .set_address_family(AddressFamily::Inet)
+                .execute()
+                .try_collect()
+                .await
+                .map_err(k("list neighbours"))?;
+            s.neighs = neighs
+                .iter()
+                .filter_map(|n| decode::neigh(n, &names))
+                .collect();
+            Ok(s)
+        })
+    }
+}

@@ -1,0 +1,105 @@
+//! Every kernel name tollgate uses, derived in one place.
+//!
+//! Two tenants must never share a kernel object by accident, so every per-tenant name comes
+//! from the tenant's validated, unique `id` (never from its display name, which may differ only
+//! in characters a name transformation would fold together). Names shared by the whole process
+//! (the external tunnel device, the nftables tables, the route protocols) are constants here, so
+//! the gateway, `show` and the shaper agree on them.
+
+/// The alias every gateway link carries: `tollgate: <spec>`; the spec says how it was made.
+pub const ALIAS_PREFIX: &str = "tollgate: ";
+/// Protocol number on the gateway's routes and rules (`proto 246`).
+pub const RTPROT_GATEWAY: u8 = 246;
+/// Protocol number on the shaper's routes and rules (`proto 245`).
+pub const RTPROT_SHAPER: u8 = 245;
+/// The gateway's nftables table (family `inet`).
+pub const GATEWAY_NFT_TABLE: &str = "tollgate_gw";
+/// The shared collect_md tunnel device of `tunnel_mode = "external"`.
+pub const EXTERNAL_DEV: &str = "tgtun";
+
+/// The VRF device of tenant `id`.
+pub fn vrf(id: u32) -> String {
+    format!("tgv{id}")
+}
+
+/// The keyed tunnel device of tenant `id` (`tunnel_mode = "per-tenant"`).
+pub fn tunnel(id: u32) -> String {
+    format!("tgt{id}")
+}
+
+/// Tenant `id`'s firewall dispatch chain (established/invalid, then in or out).
+pub fn chain_tenant(id: u32) -> String {
+    format!("tenant_{id}")
+}
+
+/// Tenant `id`'s inbound firewall chain (traffic towards the tenant).
+pub fn chain_in(id: u32) -> String {
+    format!("in_{id}")
+}
+
+/// Tenant `id`'s outbound firewall chain (traffic from the tenant to the public side).
+pub fn chain_out(id: u32) -> String {
+    format!("out_{id}")
+}
+
+/// The shaper's nftables table for TAP `tap`. Interface names are validated to letters, digits
+/// and `-_.@+`; each of those that nft does not take in an identifier gets its own escape, so
+/// two TAP names never share a table.
+pub fn shaper_nft_table(tap: &str) -> String {
+    let mut s = String::from("tollgate_shaper_");
+    for c in tap.chars() {
+        match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' => s.push(c),
+            '_' => s.push_str("__"),
+            '-' => s.push_str("_h"),
+            '.' => s.push_str("_d"),
+            '@' => s.push_str("_a"),
+            '+' => s.push_str("_p"),
+            other => s.push_str(&format!("_x{:x}_", u32::from(other))),
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn per_tenant_names_are_one_to_one() {
+        let ids = [1u32, 10, 11, 100, 1000, 2000, 65_536, u32::MAX];
+        for f in [vrf, tunnel, chain_tenant, chain_in, chain_out] {
+            let names: BTreeSet<String> = ids.iter().map(|&i| f(i)).collect();
+            assert_eq!(names.len(), ids.len());
+        }
+        // the chain kinds never collide with each other either
+        let all: BTreeSet<String> = ids
+            .iter()
+            .flat_map(|&i| [chain_tenant(i), chain_in(i), chain_out(i)])
+            .collect();
+        assert_eq!(all.len(), 3 * ids.len());
+    }
+
+    #[test]
+    fn device_names_fit_ifnamsiz() {
+        assert!(vrf(u32::MAX).len() <= 15);
+        assert!(tunnel(u32::MAX).len() <= 15);
+    }
+
+    #[test]
+    fn shaper_tables_are_identifiers_and_one_to_one() {
+        let taps = [
+            "tg0", "tg-0", "tg_0", "tg.0", "tg@0", "tg+0", "tg_h0", "tg__0",
+        ];
+        let tables: BTreeSet<String> = taps.iter().map(|t| shaper_nft_table(t)).collect();
+        assert_eq!(tables.len(), taps.len());
+        for t in &tables {
+            assert!(
+                t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "{t}"
+            );
+        }
+        assert_eq!(shaper_nft_table("tg0"), "tollgate_shaper_tg0");
+    }
+}
