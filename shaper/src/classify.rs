@@ -2,7 +2,9 @@
 //!
 //! Tenants' source prefixes never overlap (the config refuses it), so the source address alone
 //! picks the tenant: a binary search over sorted, disjoint address ranges. A tenant with `ports`
-//! only takes TCP/UDP to those local ports. The result also carries what the frame costs in the
+//! only takes TCP/UDP to those local ports, and every IP fragment after the first from its
+//! sources (those carry no port; taking none of them would let a fragmented datagram pass
+//! unshaped). The result also carries what the frame costs in the
 //! tenant's bucket: the bytes of every IP packet it stands for (a GSO frame is charged one set of
 //! headers per segment, as if the kernel had segmented it).
 
@@ -100,7 +102,9 @@ impl Classifier {
             _ => (None, 0),
         };
         let m = &self.tenants[tenant];
-        if !m.ports.is_empty() {
+        // A fragment after the first has no port: it is the tenant's by source alone (the
+        // redirect takes every such fragment of a tenant with ports, see redirect::nft).
+        if !m.ports.is_empty() && first_fragment {
             match dport {
                 Some(p) if m.ports.iter().any(|r| r.contains(p)) => {}
                 _ => return Verdict::Pass(Pass::NoTenant),
@@ -229,6 +233,46 @@ sources = ["10.9.0.0/16"]
         let mut f = frame([203, 0, 113, 5], 6, 22, 0);
         f[23] = 1;
         assert_eq!(c.classify(&plain(), &f), Verdict::Pass(Pass::NoTenant));
+    }
+
+    /// Sets the IPv4 fragment offset (in 8-byte units) and the more-fragments flag.
+    fn fragment(f: &mut [u8], offset: u16, more: bool) {
+        let v = offset | if more { 0x2000 } else { 0 };
+        f[20..22].copy_from_slice(&v.to_be_bytes());
+    }
+
+    #[test]
+    fn fragments_of_a_ports_tenant_are_its_own() {
+        let c = classifier();
+        // first fragment: judged by its port, like an unfragmented datagram
+        let mut first = frame([203, 0, 113, 5], 17, 22, 1472);
+        fragment(&mut first, 0, true);
+        assert!(matches!(
+            c.classify(&plain(), &first),
+            Verdict::Tenant { tenant: 2, .. }
+        ));
+        fragment(&mut first, 0, true);
+        first[36..38].copy_from_slice(&23u16.to_be_bytes());
+        assert_eq!(c.classify(&plain(), &first), Verdict::Pass(Pass::NoTenant));
+        // later fragments carry no port: the tenant's by source, charged their full length
+        let mut later = frame([203, 0, 113, 5], 17, 0, 1472);
+        fragment(&mut later, 185, true);
+        assert_eq!(
+            c.classify(&plain(), &later),
+            Verdict::Tenant {
+                tenant: 2,
+                cost: 1500
+            }
+        );
+        fragment(&mut later, 370, false);
+        assert!(matches!(
+            c.classify(&plain(), &later),
+            Verdict::Tenant { tenant: 2, .. }
+        ));
+        // and a later fragment from no tenant's source passes
+        let mut other = frame([10, 9, 9, 9], 17, 0, 100);
+        fragment(&mut other, 185, false);
+        assert_eq!(c.classify(&plain(), &other), Verdict::Pass(Pass::NoTenant));
     }
 
     #[test]

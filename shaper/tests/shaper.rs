@@ -442,3 +442,98 @@ fn ports_and_interfaces_netdev() {
 fn ports_and_interfaces_route() {
     match_fields("route");
 }
+
+/// Sends `datagrams` UDP datagrams of `size` bytes from `src` to 198.51.100.2:`port`, paced at
+/// `mbit` Mbit/s, while the server counts what arrives until `listen` has passed. Returns the
+/// bytes received and the seconds the sending took.
+fn udp_burst(
+    lab: &UploadLab,
+    src: &'static str,
+    port: u16,
+    size: usize,
+    mbit: f64,
+    secs: f64,
+) -> (u64, f64) {
+    use std::net::UdpSocket;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let listen = Duration::from_secs_f64(secs + 3.0);
+    let server = in_netns(lab.srv.name(), move || {
+        let s = UdpSocket::bind(("198.51.100.2", port)).expect("bind");
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        ready_tx.send(()).expect("ready");
+        let start = std::time::Instant::now();
+        let mut buf = vec![0u8; 65_536];
+        let mut got = 0u64;
+        while start.elapsed() < listen {
+            if let Ok(n) = s.recv(&mut buf) {
+                got += n as u64;
+            }
+        }
+        got
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("server ready");
+    let client = in_netns(lab.cl.name(), move || {
+        let s = UdpSocket::bind((src, 0)).expect("bind");
+        let payload = vec![0x5au8; size];
+        let gap = Duration::from_secs_f64(size as f64 * 8.0 / (mbit * 1e6));
+        let start = std::time::Instant::now();
+        let mut next = start;
+        while start.elapsed() < Duration::from_secs_f64(secs) {
+            let _ = s.send_to(&payload, ("198.51.100.2", port));
+            next += gap;
+            if let Some(d) = next.checked_duration_since(std::time::Instant::now()) {
+                std::thread::sleep(d);
+            }
+        }
+        start.elapsed().as_secs_f64()
+    });
+    let took = client.join().expect("client").expect("setns");
+    let got = server.join().expect("server").expect("setns");
+    (got, took)
+}
+
+/// A tenant with `ports` must have all fragments of its datagrams shaped, not only the first
+/// (which alone carries the port).
+fn fragments_are_shaped(mode: &str) {
+    let Some(_serial) = lab(&format!("fragments_are_shaped_{mode}")) else {
+        return;
+    };
+    let lab = UploadLab::new("fr", &[10]).expect("lab");
+    let cfg = format!(
+        "{}ports = [5201, 9]\n",
+        config(&lab, mode, &[("alpha", "198.51.100.10/32", "10mbit")])
+    );
+    let shaper = start_shaper(&lab, &cfg, "shaper.log");
+    // 1. below the rate: everything arrives, and the shaper saw every fragment of it
+    let (got, _) = udp_burst(&lab, ALPHA, 9, 60_000, 5.0, 3.0);
+    std::thread::sleep(Duration::from_millis(1500)); // the stats file is rewritten every second
+    let sent = tenant_counter(&stats(&lab), "alpha", "sent_bytes");
+    eprintln!("{mode}: below the rate: socket got {got} B, the shaper released {sent} B");
+    assert!(got > 1_000_000, "the datagrams did not arrive: {got} B");
+    assert!(
+        sent as f64 >= 0.95 * got as f64,
+        "fragments bypassed the shaper: it released {sent} B of the {got} B delivered"
+    );
+    // 2. far above the rate: what reaches the socket is held to the rate
+    let (got, took) = udp_burst(&lab, ALPHA, 9, 60_000, 150.0, 3.0);
+    let mbit = got as f64 * 8.0 / 1e6 / took;
+    eprintln!("{mode}: above the rate: {mbit:.1} Mbit/s of datagrams reached the socket");
+    assert!(
+        mbit < 15.0,
+        "fragmented datagrams passed the 10 Mbit/s tenant at {mbit:.1} Mbit/s"
+    );
+    stop_shaper(shaper);
+}
+
+#[test]
+fn fragments_are_shaped_netdev() {
+    fragments_are_shaped("netdev");
+}
+
+#[test]
+fn fragments_are_shaped_route() {
+    fragments_are_shaped("route");
+}

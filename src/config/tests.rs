@@ -275,3 +275,50 @@ fn gateway_errors_name_key_and_line() {
     let e = err(&GATEWAY_EXAMPLE.replacen("peer = \"172.31.0.12\"\n", "", 1));
     assert_eq!(e.key, "tenant[1].peer", "{e}");
 }
+
+/// Every config string that reaches an nftables ruleset (or a sysctl path) is refused when it
+/// could end a token there: the kernel allows `"`, `;` and `#` in device names, tollgate not.
+#[test]
+fn strings_that_reach_nft_cannot_inject() {
+    let evil = r#"x\";drop#"#;
+    let gw = [
+        ("public = \"eth-pub\"", "public", "gateway.public"),
+        ("underlay = \"eth-ul\"", "underlay", "gateway.underlay"),
+        ("name = \"user1\"", "name", "tenant[0].name"),
+    ];
+    for (from, key, path) in gw {
+        let text = GATEWAY_EXAMPLE.replace(from, &format!("{key} = \"{evil}\""));
+        let e = err(&text);
+        assert_eq!(e.key, path, "{e}");
+    }
+    let sh = [
+        ("interface = \"veth-srv\"", "interface", "shaper.interface"),
+        ("tap = \"tg0\"", "tap", "shaper.tap"),
+    ];
+    for (from, key, path) in sh {
+        let text = SHAPER_EXAMPLE.replace(from, &format!("{key} = \"{evil}\""));
+        let e = err(&text);
+        assert_eq!(e.key, path, "{e}");
+    }
+    let text = format!("{SHAPER_EXAMPLE}interfaces = [\"{evil}\"]\n");
+    assert_eq!(err(&text).key, "tenant[1].interfaces");
+    for bad in [
+        "a b", "a;b", "a#b", "a{b", "a\\b", "a$b", "a/b", "a:b", "..",
+    ] {
+        assert!(check_ifname(bad).is_err(), "{bad:?} accepted");
+    }
+    for good in ["eth0", "eth0.100", "br-lan", "veth_a", "wg+0", "vlan@x"] {
+        assert!(check_ifname(good).is_ok(), "{good:?} refused");
+    }
+}
+
+#[test]
+fn external_mode_refuses_a_shared_peer() {
+    let text = GATEWAY_EXAMPLE.replace("peer = \"172.31.0.12\"", "peer = \"172.31.0.11\"");
+    let e = err(&text);
+    assert_eq!(e.key, "tenant[1].peer", "{e}");
+    assert!(e.to_string().contains("172.31.0.11"), "{e}");
+    // per-tenant mode: each tenant has its own keyed device, a shared peer is fine
+    let per_tenant = text.replace("tunnel_mode = \"external\"", "tunnel_mode = \"per-tenant\"");
+    assert!(parse(&per_tenant).is_ok());
+}

@@ -4,15 +4,18 @@
 //! One table per TAP, owned entirely by the shaper (`tollgate_shaper_<tap>`). Tenants are
 //! selected by two interval sets, not one rule per tenant:
 //! - `hosts`: `iifname . ip saddr` for tenants without `ports`;
-//! - `ports`: `iifname . ip saddr . l4proto . th dport` for tenants with `ports` (TCP and UDP).
+//! - `ports`: `iifname . ip saddr . l4proto . th dport` for tenants with `ports` (TCP and UDP);
+//! - `fragments`: `iifname . ip saddr` of tenants with `ports`, for IP fragments after the
+//!   first (`ip frag-off & 0x1fff != 0`), which carry no port: without it, all but the first
+//!   fragment of a shaped datagram would reach the socket unshaped.
 //!
 //! Only traffic to a local address (`fib daddr type local`) is taken: the shaper is for ingress
 //! to local services, never for forwarded traffic.
 
 use nftables::batch::Batch;
 use nftables::expr::{
-    Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression, Payload, PayloadField,
-    Prefix, Range, SetItem,
+    BinaryOperation, Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression, Payload,
+    PayloadField, Prefix, Range, SetItem,
 };
 use nftables::schema::{
     Chain, NfListObject, Nftables, Rule, Set, SetFlag, SetType, SetTypeValue, Table,
@@ -34,6 +37,9 @@ pub struct Selection {
     pub devices: Vec<String>,
     pub hosts: Vec<(String, tollgate::config::Ipv4Net)>,
     pub ports: Vec<(String, tollgate::config::Ipv4Net, &'static str, u16, u16)>,
+    /// Sources of tenants with `ports`: their non-first IP fragments carry no port, so every
+    /// such fragment is taken (and charged to the tenant by source) rather than none.
+    pub fragments: Vec<(String, tollgate::config::Ipv4Net)>,
 }
 
 pub use tollgate::names::shaper_nft_table as table_name;
@@ -43,12 +49,15 @@ impl Selection {
         let mut devices = BTreeSet::new();
         let mut hosts = Vec::new();
         let mut ports = Vec::new();
+        let mut fragments = Vec::new();
         for (t, _) in config.shaped_tenants() {
             for dev in config.tenant_interfaces(t) {
                 devices.insert(dev.to_string());
                 for src in &t.sources {
                     if t.ports.is_empty() {
                         hosts.push((dev.to_string(), *src));
+                    } else {
+                        fragments.push((dev.to_string(), *src));
                     }
                     for p in &t.ports {
                         for proto in ["tcp", "udp"] {
@@ -67,6 +76,7 @@ impl Selection {
             devices: devices.into_iter().collect(),
             hosts,
             ports,
+            fragments,
         }
     }
 }
@@ -179,6 +189,16 @@ pub fn ruleset(sel: &Selection, tap: &str, mode: RedirectMode, mark: u32) -> Nft
         vec![SetType::Ifname, SetType::Ipv4Addr],
         hosts,
     ));
+    let fragments: Vec<_> = sel
+        .fragments
+        .iter()
+        .map(|(dev, net)| concat(vec![s(dev), prefix(net)]))
+        .collect();
+    b.add(set(
+        "fragments",
+        vec![SetType::Ifname, SetType::Ipv4Addr],
+        fragments,
+    ));
     b.add(set(
         "ports",
         vec![
@@ -229,6 +249,23 @@ pub fn ruleset(sel: &Selection, tap: &str, mode: RedirectMode, mark: u32) -> Nft
             s("@ports"),
         ),
         Statement::Counter(Counter::Anonymous(None)),
+        action.clone(),
+    ];
+    let by_fragment = vec![
+        local_daddr(),
+        Statement::Match(Match {
+            left: Expression::BinaryOperation(Box::new(BinaryOperation::AND(
+                payload("ip", "frag-off"),
+                Expression::Number(0x1fff),
+            ))),
+            right: Expression::Number(0),
+            op: Operator::NEQ,
+        }),
+        matches(
+            concat(vec![meta(MetaKey::Iifname), payload("ip", "saddr")]),
+            s("@fragments"),
+        ),
+        Statement::Counter(Counter::Anonymous(None)),
         action,
     ];
     let chains: Vec<(String, NfHook, Option<String>, i32)> = match mode {
@@ -256,6 +293,7 @@ pub fn ruleset(sel: &Selection, tap: &str, mode: RedirectMode, mark: u32) -> Nft
         for (rule, nonempty) in [
             (&by_host, !sel.hosts.is_empty()),
             (&by_port, !sel.ports.is_empty()),
+            (&by_fragment, !sel.fragments.is_empty()),
         ] {
             if nonempty {
                 b.add(NfListObject::Rule(Rule {
@@ -308,8 +346,11 @@ mod tests {
         assert_eq!(sel.ports.len(), 4); // gamma: 2 port ranges x tcp/udp
         let rs = ruleset(&sel, "tg0", RedirectMode::Netdev, 0);
         let j = serde_json::to_string(&rs).unwrap();
-        // one chain, two rules, regardless of the number of tenants
-        assert_eq!(j.matches("{\"rule\":{").count(), 2, "{j}");
+        // one chain, three rules (hosts, ports, fragments), regardless of the number of tenants
+        assert_eq!(sel.fragments.len(), 1); // gamma's one source
+        assert_eq!(j.matches("{\"rule\":{").count(), 3, "{j}");
+        assert!(j.contains("\"frag-off\""), "{j}");
+        assert!(j.contains("\"@fragments\""), "{j}");
         assert_eq!(j.matches("{\"chain\":{").count(), 1, "{j}");
         assert!(j.contains("\"fwd\":{\"dev\":\"tg0\"}"), "{j}");
         assert!(j.contains("\"delete\""), "{j}");

@@ -126,3 +126,37 @@ fn ruleset_version_follows_content() {
     assert_eq!(a.ruleset_digest, b.ruleset_digest);
     assert_ne!(a.ruleset_digest, c.ruleset_digest);
 }
+
+/// Tenant names that a name transformation could fold together (`user-1`, `user_1`) still get
+/// separate firewall chains: chains are named by id.
+#[test]
+fn firewall_chains_are_per_id_not_per_name() {
+    let text = crate::config::examples::GATEWAY_EXAMPLE
+        .replace("name = \"user1\"", "name = \"user-1\"")
+        .replace("name = \"user2\"", "name = \"user_1\"");
+    let c = Config::parse(&text, Path::new("t")).unwrap();
+    let d = build(&c, &public(), false);
+    let rs = &d.ruleset;
+    for chain in [
+        "tenant_1000",
+        "in_1000",
+        "out_1000",
+        "tenant_2000",
+        "in_2000",
+        "out_2000",
+    ] {
+        assert_eq!(
+            rs.matches(&format!("chain {chain} {{")).count(),
+            1,
+            "{chain} in\n{rs}"
+        );
+    }
+    assert!(rs.contains("tcp dport 22 counter accept"), "{rs}");
+    assert!(rs.contains("tcp dport 23 counter accept"), "{rs}");
+    let in_1000 = &rs[rs.find("chain in_1000").unwrap()..];
+    let in_1000 = &in_1000[..in_1000.find('}').unwrap()];
+    assert!(
+        in_1000.contains("dport 22") && !in_1000.contains("dport 23"),
+        "{in_1000}"
+    );
+}
