@@ -537,3 +537,96 @@ fn fragments_are_shaped_netdev() {
 fn fragments_are_shaped_route() {
     fragments_are_shaped("route");
 }
+
+/// Runs the shaper on `cfg` expecting it to refuse to start; returns what it printed.
+fn refused(lab: &UploadLab, cfg: &str, name: &str) -> String {
+    let path = lab.dir.path().join(name);
+    std::fs::write(&path, cfg).expect("write");
+    let out = lab
+        .srv
+        .command(shaper_bin())
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("shaper");
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "the shaper started:\n{text}");
+    text
+}
+
+fn alpha_rate(lab: &UploadLab) -> f64 {
+    let p = lab.iperf3_upload(10, 5201, 3).expect("upload");
+    finish_upload(p, Duration::from_secs(20))
+        .expect("result")
+        .received_bps
+        / 1e6
+}
+
+/// Two route-mode shapers in one namespace (two TAPs, their own tables and marks): stopping
+/// the second leaves the first's rule, route and the moved local rule in place, and a third
+/// that wants the first's table is refused without touching it.
+#[test]
+fn route_shapers_keep_to_their_own() {
+    let Some(_serial) = lab("route_shapers_keep_to_their_own") else {
+        return;
+    };
+    let lab = UploadLab::new("own", &[10, 20]).expect("lab");
+    let _srv = lab.iperf3_server(5201).expect("server");
+    let first = start_shaper(
+        &lab,
+        &config(&lab, "route", &[("alpha", "198.51.100.10/32", "20mbit")]),
+        "first.log",
+    );
+    let rules_with_first = lab.srv.ip(&["rule"]).expect("rules");
+    let second_cfg = config(&lab, "route", &[("beta", "198.51.100.20/32", "50mbit")]).replace(
+        "tap = \"tg0\"",
+        "tap = \"tg1\"\ntable = 7469\nmark = 0x7468",
+    );
+    let second = start_shaper(&lab, &second_cfg, "second.log");
+    stop_shaper(second);
+    assert_eq!(
+        lab.srv.ip(&["rule"]).expect("rules"),
+        rules_with_first,
+        "the second shaper changed the first's rules"
+    );
+    let alpha = alpha_rate(&lab);
+    eprintln!("alpha after the second shaper stopped: {alpha:.1} Mbit/s");
+    assert!(alpha < 21.0, "alpha is no longer shaped: {alpha:.1} Mbit/s");
+
+    let third_cfg = config(&lab, "route", &[("beta", "198.51.100.20/32", "50mbit")])
+        .replace("tap = \"tg0\"", "tap = \"tg2\"");
+    let err = refused(&lab, &third_cfg, "third.toml");
+    assert!(err.contains("table 7468"), "{err}");
+    assert_eq!(lab.srv.ip(&["rule"]).expect("rules"), rules_with_first);
+    let alpha = alpha_rate(&lab);
+    assert!(alpha < 21.0, "alpha is no longer shaped: {alpha:.1} Mbit/s");
+    stop_shaper(first);
+}
+
+/// An operator's route in the shaper's table is refused by name and left in place.
+#[test]
+fn route_mode_refuses_a_table_in_use() {
+    let Some(_serial) = lab("route_mode_refuses_a_table_in_use") else {
+        return;
+    };
+    let lab = UploadLab::new("tbl", &[10]).expect("lab");
+    lab.srv
+        .ip(&[
+            "route",
+            "add",
+            "10.99.0.0/16",
+            "dev",
+            "veth-srv",
+            "table",
+            "7468",
+        ])
+        .expect("operator's route");
+    let before = lab.srv.snapshot().expect("snapshot");
+    let cfg = config(&lab, "route", &[("alpha", "198.51.100.10/32", "20mbit")]);
+    let err = refused(&lab, &cfg, "t.toml");
+    assert!(
+        err.contains("table 7468") && err.contains("10.99.0.0/16"),
+        "{err}"
+    );
+    assert_eq!(before, lab.srv.snapshot().expect("snapshot"));
+}

@@ -22,7 +22,13 @@ pub enum RedirectError {
     #[error(transparent)]
     Nft(#[from] nft::NftError),
     #[error(transparent)]
-    Route(#[from] route::NetlinkError),
+    Route(#[from] route::RouteError),
+}
+
+impl From<route::NetlinkError> for RedirectError {
+    fn from(e: route::NetlinkError) -> Self {
+        RedirectError::Route(route::RouteError::Netlink(e))
+    }
 }
 
 fn route_spec(s: &ShaperConfig) -> route::RouteSpec {
@@ -39,7 +45,7 @@ pub fn remove_stale(shaper: &ShaperConfig) -> Result<(), RedirectError> {
     let table = nft::table_name(&shaper.tap);
     nft::apply(&nft::removal(&table, NfFamily::NetDev))?;
     nft::apply(&nft::removal(&table, NfFamily::IP))?;
-    route::remove(shaper.table)?;
+    route::remove(route_spec(shaper), &shaper.tap)?;
     Ok(())
 }
 
@@ -53,7 +59,13 @@ pub fn install(config: &Config, shaper: &ShaperConfig) -> Result<(), RedirectErr
             .map_err(RedirectError::from)
             .and_then(|()| nft::apply(&rules).map_err(RedirectError::from)),
     };
+    // a refusal changed nothing, and what it found is not ours to remove
+    let refused = matches!(
+        result,
+        Err(RedirectError::Route(route::RouteError::Conflict(_)))
+    );
     if result.is_err()
+        && !refused
         && let Err(e) = remove(shaper)
     {
         tracing::error!("while undoing a failed install: {e}");
@@ -70,7 +82,7 @@ pub fn remove(shaper: &ShaperConfig) -> Result<(), RedirectError> {
     };
     nft::apply(&nft::removal(&table, family))?;
     if shaper.redirect == RedirectMode::Route {
-        route::remove(shaper.table)?;
+        route::remove(route_spec(shaper), &shaper.tap)?;
     }
     Ok(())
 }
