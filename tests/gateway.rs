@@ -495,3 +495,78 @@ fn vm_reference_design() {
         "the inner test skipped a variant"
     );
 }
+
+/// What is not tollgate's is refused by name and left alone: an operator's route in a tenant's
+/// routing table, an nft table of our name without our marker, and a device whose alias says
+/// `tollgate:` but whose kind does not match it.
+#[test]
+fn refuses_and_keeps_what_is_not_ours() {
+    let Some(_serial) = lab("refuses_and_keeps_what_is_not_ours") else {
+        return;
+    };
+    let lab = GatewayLab::new("gn", "vxlan").expect("lab");
+    lab.gw
+        .ip(&[
+            "link", "add", "fake0", "type", "veth", "peer", "name", "fake1",
+        ])
+        .expect("veth");
+    lab.gw
+        .ip(&["link", "set", "fake0", "alias", "tollgate: vrf table 1000"])
+        .expect("alias");
+    lab.gw
+        .ip(&[
+            "route",
+            "add",
+            "10.98.0.0/16",
+            "dev",
+            "eth-ul",
+            "table",
+            "1000",
+        ])
+        .expect("operator's route");
+    let cfg = lab.dir.path().join("t.toml");
+    let state = lab.dir.path().join("state");
+    std::fs::write(
+        &cfg,
+        variant_config("vxlan", "per-tenant", "table", "off", &state),
+    )
+    .expect("config");
+    let c = cfg.to_str().expect("path");
+    let before = lab.gw.snapshot().expect("snapshot");
+    for cmd in ["plan", "apply"] {
+        let out = tollgate(&lab.gw, &[cmd, "-c", c]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {err}");
+        assert!(
+            err.contains("routing table 1000") && err.contains("10.98.0.0/16"),
+            "{cmd}: {err}"
+        );
+    }
+    assert_eq!(before, lab.gw.snapshot().expect("snapshot"));
+
+    lab.gw
+        .ip(&[
+            "route",
+            "del",
+            "10.98.0.0/16",
+            "dev",
+            "eth-ul",
+            "table",
+            "1000",
+        ])
+        .expect("route del");
+    lab.gw
+        .exec("nft", &["add", "table", "inet", "tollgate_gw"])
+        .expect("operator's table");
+    let before = lab.gw.snapshot().expect("snapshot");
+    let out = tollgate(&lab.gw, &["apply", "-c", c]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not made by tollgate"), "{err}");
+    assert_eq!(before, lab.gw.snapshot().expect("snapshot"));
+    // destroy removes nothing of this: none of it is ours
+    ok(&tollgate(&lab.gw, &["destroy", "-c", c]));
+    assert_eq!(before, lab.gw.snapshot().expect("snapshot"));
+    let links = lab.gw.ip(&["-br", "link"]).expect("links");
+    assert!(links.contains("fake0"), "{links}");
+}

@@ -39,6 +39,14 @@ pub enum GatewayError {
         "device {0:?} exists but is not tollgate's (no `tollgate:` alias): rename or remove it; nothing was changed"
     )]
     Foreign(String),
+    #[error(
+        "routing table {table} already holds routes that are not tollgate's ({routes}): a tenant's table must be empty; choose another id or remove them; nothing was changed"
+    )]
+    ForeignTable { table: u32, routes: String },
+    #[error(
+        "nft table inet {0} exists but was not made by tollgate (it has no tollgate version marker): rename or delete it; nothing was changed"
+    )]
+    ForeignRuleset(&'static str),
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
     #[error(transparent)]
@@ -141,7 +149,23 @@ pub fn prepare(config: &Config) -> Result<Prepared, GatewayError> {
             return Err(GatewayError::Foreign(l.name.clone()));
         }
     }
+    let tables: Vec<u32> = config.gateway_tenants().map(|(_, g)| g.id).collect();
+    if let Some(r) = observe::foreign_routes(&snapshot, &observed, &tables).first() {
+        let routes: Vec<String> = observe::foreign_routes(&snapshot, &observed, &[r.table])
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        return Err(GatewayError::ForeignTable {
+            table: r.table,
+            routes: routes.join("; "),
+        });
+    }
     let listing = nft::list()?;
+    if nft::digest(&listing).is_some_and(|d| d.is_empty()) {
+        return Err(GatewayError::ForeignRuleset(
+            crate::names::GATEWAY_NFT_TABLE,
+        ));
+    }
     let extra = Extra {
         sysctls: read_sysctls(&desired)?,
         ruleset_digest: nft::digest(&listing),

@@ -1,6 +1,7 @@
 //! What of the kernel is the gateway's, from a [`Snapshot`]. Pure, so what counts as ours is
-//! unit-tested: links whose alias starts with `tollgate: `, addresses and permanent neighbours
-//! on those links, routes and rules with protocol 246.
+//! unit-tested: links whose alias starts with `tollgate: ` *and* whose kind is the one the alias
+//! records (an alias is only a label: anyone can set it), addresses and permanent neighbours on
+//! those links, routes and rules with protocol 246.
 
 use crate::config::Ipv4Net;
 use crate::kernel::model::*;
@@ -50,6 +51,10 @@ pub fn observe(s: &Snapshot) -> Observed {
         .iter()
         .filter_map(|l| {
             let spec = l.alias.as_deref()?.strip_prefix(ALIAS_PREFIX)?;
+            // the spec starts with the kind it was created as (`vrf table 1`, `gretap key 1 ...`)
+            if spec.split(' ').next() != Some(l.kind.as_str()) {
+                return None;
+            }
             Some(ObservedLink {
                 name: l.name.clone(),
                 index: l.index,
@@ -86,6 +91,17 @@ pub fn observe(s: &Snapshot) -> Observed {
         names,
         links,
     }
+}
+
+/// Routes in the tenants' tables (`tables`) that are not ours: neither made by the gateway
+/// (protocol 246) nor the kernel's own routes for addresses on our devices. A table that holds
+/// such a route is someone else's, and the gateway refuses to merge tenants into it.
+pub fn foreign_routes<'a>(s: &'a Snapshot, o: &Observed, tables: &[u32]) -> Vec<&'a Route> {
+    s.routes
+        .iter()
+        .filter(|r| tables.contains(&r.table))
+        .filter(|r| r.proto != RTPROT_GATEWAY && !o.links.iter().any(|l| l.name == r.dev))
+        .collect()
 }
 
 /// The IPv4 subnets of device `dev`'s addresses (the public side tenants may reach).
@@ -148,12 +164,38 @@ mod tests {
             ..Snapshot::default()
         };
         let o = observe(&s);
-        assert_eq!(o.links.len(), 1);
+        assert_eq!(
+            o.links.len(),
+            1,
+            "a veth with a forged VRF alias is not ours"
+        );
         assert_eq!(o.links[0].spec, "vrf table 1");
         assert_eq!(o.addresses.len(), 1);
         assert_eq!(o.rules, vec![ours]);
         assert!(o.l3mdev_rule);
         assert_eq!(o.vrf_count, 2);
+
+        // a tenant table: the kernel's local route on our VRF is fine, an operator's is not
+        let route = |table, dev: &str, proto| Route {
+            table,
+            dst: Ipv4Net::DEFAULT,
+            dev: dev.into(),
+            via: None,
+            onlink: false,
+            encap: None,
+            proto,
+        };
+        let s2 = Snapshot {
+            routes: vec![
+                route(1, "tgv1", RTPROT_KERNEL),
+                route(1, "eth0", RTPROT_GATEWAY),
+                route(1, "eth0", 4),
+                route(7, "eth0", 4),
+            ],
+            ..s.clone()
+        };
+        let foreign = foreign_routes(&s2, &o, &[1, 2]);
+        assert_eq!(foreign, vec![&route(1, "eth0", 4)]);
         assert_eq!(o.index("eth0"), Some(1));
         assert_eq!(
             subnets(&s, "eth0"),

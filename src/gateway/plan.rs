@@ -269,7 +269,8 @@ pub fn destroy(
     l3mdev_was_there: bool,
 ) -> Vec<Change> {
     let mut out = Vec::new();
-    if x.ruleset_digest.is_some() {
+    // a table of that name without our marker is not ours to delete
+    if x.ruleset_digest.as_deref().is_some_and(|d| !d.is_empty()) {
         out.push(Change::DeleteRuleset);
     }
     for r in &o.rules {
