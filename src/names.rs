@@ -6,6 +6,10 @@
 //! (the external tunnel device, the nftables tables, the route protocols) are constants here, so
 //! the gateway, `show` and the shaper agree on them.
 
+/// Where the per-namespace locks and the shared sysctl journal live, whatever a config's
+/// `state_dir`: both halves of every config in a namespace must find the same ones.
+pub const RUN_DIR: &str = "/run/tollgate";
+
 /// The alias every gateway link carries: `tollgate: <spec>`; the spec says how it was made.
 pub const ALIAS_PREFIX: &str = "tollgate: ";
 /// Protocol number on the gateway's routes and rules (`proto 246`).

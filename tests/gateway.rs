@@ -570,3 +570,59 @@ fn refuses_and_keeps_what_is_not_ours() {
     let links = lab.gw.ip(&["-br", "link"]).expect("links");
     assert!(links.contains("fake0"), "{links}");
 }
+
+/// The inode of a test namespace (what tollgate's per-namespace files are named by).
+fn netns_inode(ns: &lab::Netns) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/run/netns/{}", ns.name()))
+        .expect("netns")
+        .ino()
+}
+
+/// Two configs with different `state_dir`s still exclude each other: the lock is per network
+/// namespace. While the lock is held, an apply waits (and says so); it proceeds once released.
+#[test]
+fn apply_locks_the_namespace_not_the_state_dir() {
+    let Some(_serial) = lab("apply_locks_the_namespace_not_the_state_dir") else {
+        return;
+    };
+    let lab = GatewayLab::new("gl", "vxlan").expect("lab");
+    let before = lab.gw.snapshot().expect("snapshot");
+    let lock_path = format!(
+        "{}/gateway-netns-{}.lock",
+        tollgate::names::RUN_DIR,
+        netns_inode(&lab.gw)
+    );
+    let held = tollgate::kernel::state::Lock::acquire(Path::new(&lock_path)).expect("lock");
+    let cfg = lab.dir.path().join("other.toml");
+    std::fs::write(
+        &cfg,
+        variant_config(
+            "vxlan",
+            "per-tenant",
+            "table",
+            "off",
+            &lab.dir.path().join("another-state-dir"),
+        ),
+    )
+    .expect("config");
+    let c = cfg.to_str().expect("path");
+    let mut cmd = lab.gw.command(tollgate_bin());
+    cmd.args(["apply", "-c", c]);
+    let mut apply = lab::Proc::spawn(cmd, &lab.dir.path().join("apply.log")).expect("apply");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        apply.child.try_wait().expect("wait").is_none(),
+        "apply did not wait for the namespace's lock:\n{}",
+        apply.log_text()
+    );
+    assert!(apply.log_text().contains("waiting"), "{}", apply.log_text());
+    drop(held);
+    let st = apply
+        .wait_timeout(Duration::from_secs(30))
+        .expect("wait")
+        .expect("apply finished");
+    assert!(st.success(), "{}", apply.log_text());
+    ok(&tollgate(&lab.gw, &["destroy", "-c", c]));
+    assert_eq!(before, lab.gw.snapshot().expect("snapshot"));
+}

@@ -16,7 +16,6 @@ use crate::vnet::{VNET_HDR_LEN, VnetHdr};
 use crate::{redirect, state, sysctl};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::io;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::thread::JoinHandle;
@@ -41,6 +40,8 @@ pub enum DaemonError {
     Redirect(#[from] redirect::RedirectError),
     #[error(transparent)]
     State(#[from] state::StateError),
+    #[error(transparent)]
+    Sysctl(#[from] sysctl::JournalError),
     #[error("{what}: {err}")]
     Io { what: String, err: io::Error },
     #[error("a dataplane thread failed: {0}")]
@@ -94,8 +95,9 @@ struct Packet {
 /// What has been changed so far; undone in reverse by `teardown` (also on drop).
 struct Installed {
     shaper: ShaperConfig,
-    state_path: PathBuf,
-    sysctls: Vec<sysctl::Change>,
+    journal: sysctl::Journal,
+    holder: String,
+    holding: bool,
     redirect: bool,
 }
 
@@ -110,9 +112,15 @@ impl Installed {
 
     fn teardown(&mut self) {
         self.remove_redirect();
-        sysctl::restore(&std::mem::take(&mut self.sysctls));
-        if let Err(e) = state::remove(&self.state_path) {
-            tracing::warn!("{e}");
+        if std::mem::take(&mut self.holding) {
+            match self.journal.release(&self.holder) {
+                Ok(restored) => {
+                    for e in restored {
+                        tracing::info!(key = %e.key, to = %e.original, "sysctl restored");
+                    }
+                }
+                Err(e) => tracing::error!("restoring sysctls: {e}"),
+            }
         }
     }
 }
@@ -136,40 +144,33 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
         .map_err(io_err("O_NONBLOCK on the TAP"))?;
     tracing::info!(tap = %shaper.tap, mac = ?tap.mac(), "TAP up with vnet_hdr, csum and TSO offloads");
 
-    // 2. Undo what a run that died left behind.
-    let state_path = state::path(&shaper.state_dir, &shaper.tap).map_err(io_err("netns"))?;
-    // an unreadable record of what must be restored stops us here: starting anyway would
-    // overwrite it and lose the original values for good
-    if let Some(stale) = state::load::<state::State>(&state_path)? {
+    // 2. Undo what a run that died left behind. An unreadable record of what must be
+    //    restored stops us here: starting anyway would lose the original values for good.
+    let journal = sysctl::Journal::for_this_netns(std::path::Path::new(tollgate::names::RUN_DIR))
+        .map_err(io_err("reading /proc/self/ns/net"))?;
+    let holder = format!("shaper:{}", shaper.tap);
+    let stale = journal.release(&holder)?;
+    if !stale.is_empty() {
         tracing::warn!(
-            pid = stale.pid,
-            "restoring sysctls left by a previous run that did not stop cleanly"
+            restored = stale.len(),
+            "restored sysctls left by a previous run that did not stop cleanly"
         );
-        sysctl::restore(&stale.sysctls);
-        state::remove(&state_path)?;
     }
     redirect::remove_stale(shaper)?;
 
-    // 3. Sysctls, recorded before they change.
-    let changes = sysctl::plan(shaper.redirect, &shaper.tap).map_err(io_err("reading sysctls"))?;
+    // 3. Sysctls: recorded in the journal before they change.
+    let needs = sysctl::plan(shaper.redirect, &shaper.tap, |k| journal.original(k))?;
     let mut installed = Installed {
         shaper: shaper.clone(),
-        state_path: state_path.clone(),
-        sysctls: Vec::new(),
+        journal: journal.clone(),
+        holder: holder.clone(),
+        holding: true,
         redirect: false,
     };
-    let record = state::State {
-        tap: shaper.tap.clone(),
-        netns: state::netns_inode().map_err(io_err("netns"))?,
-        pid: std::process::id(),
-        sysctls: changes.clone(),
-    };
-    state::save(&state_path, &record)?;
-    installed.sysctls = changes;
-    sysctl::apply(&installed.sysctls).map_err(io_err("setting sysctls"))?;
-    for c in &installed.sysctls {
+    for c in journal.hold(&holder, &needs.namespace)? {
         tracing::info!(key = %c.key, from = %c.original, to = %c.value, "sysctl");
     }
+    sysctl::set_tap(&needs.tap).map_err(io_err("setting the TAP's sysctls"))?;
 
     // 4. Threads, then the redirect: nothing is steered to the TAP before it is read.
     let classifier = Classifier::from_config(config);

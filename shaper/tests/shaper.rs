@@ -630,3 +630,119 @@ fn route_mode_refuses_a_table_in_use() {
     );
     assert_eq!(before, lab.srv.snapshot().expect("snapshot"));
 }
+
+/// The gateway and a route-mode shaper in one namespace both need ip_forward = 1: the shaper
+/// stopping must not take it from the gateway, and `destroy` (the last holder) puts back the
+/// value found before either. The gateway's plan stays "no changes" across the shaper's life.
+#[test]
+fn gateway_and_shaper_share_sysctls() {
+    let Some(_serial) = lab("gateway_and_shaper_share_sysctls") else {
+        return;
+    };
+    let g = lab::GatewayLab::new("gs", "vxlan").expect("lab");
+    let before = g.gw.snapshot().expect("snapshot");
+    assert_eq!(
+        g.gw.read_sysctl("net.ipv4.ip_forward").expect("sysctl"),
+        "0"
+    );
+    let state = g.dir.path().join("state");
+    let gw_cfg = g.dir.path().join("gateway.toml");
+    std::fs::write(
+        &gw_cfg,
+        lab::gateway_config("vxlan", "per-tenant", "table", "off", Some(&state)),
+    )
+    .expect("config");
+    let sh_cfg = g.dir.path().join("shaper.toml");
+    std::fs::write(
+        &sh_cfg,
+        format!(
+            "[shaper]\ninterface = \"eth-pub\"\ntap = \"tg0\"\nredirect = \"route\"\nstate_dir = \"{}\"\n\n[[tenant]]\nname = \"client\"\nsources = [\"198.51.100.7/32\"]\nupload = \"20mbit\"\n",
+            state.display()
+        ),
+    )
+    .expect("config");
+    let tollgate = |args: &[&str]| {
+        let out =
+            g.gw.command(tollgate_bin())
+                .args(args)
+                .output()
+                .expect("tollgate");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let c = gw_cfg.to_str().expect("path");
+
+    // the shaper first (it sets ip_forward), then the gateway
+    let mut cmd = g.gw.command(shaper_bin());
+    cmd.arg("--config").arg(&sh_cfg).env("RUST_LOG", "info");
+    let mut shaper = lab::Proc::spawn(cmd, &g.dir.path().join("shaper.log")).expect("shaper");
+    assert!(
+        lab::wait_until(Duration::from_secs(10), || shaper
+            .log_text()
+            .contains("shaping")),
+        "{}",
+        shaper.log_text()
+    );
+    let (code, text) = tollgate(&["apply", "-c", c]);
+    assert_eq!(code, Some(0), "{text}");
+    shaper.signal(libc::SIGTERM);
+    let st = shaper
+        .wait_timeout(Duration::from_secs(10))
+        .expect("wait")
+        .expect("exited");
+    assert!(st.success(), "{}", shaper.log_text());
+    assert_eq!(
+        g.gw.read_sysctl("net.ipv4.ip_forward").expect("sysctl"),
+        "1",
+        "stopping the shaper took ip_forward from the gateway"
+    );
+    let (code, text) = tollgate(&["plan", "-c", c]);
+    assert_eq!(
+        code,
+        Some(0),
+        "the shaper left the gateway changed:\n{text}"
+    );
+    let (code, text) = tollgate(&["destroy", "-c", c]);
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(before, g.gw.snapshot().expect("snapshot"));
+}
+
+/// Removes a file when dropped (also when the test fails).
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// An unreadable sysctl journal (the record of what must be restored) stops the shaper with
+/// the file's name, before it changes anything.
+#[test]
+fn corrupt_journal_refuses_to_start() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(_serial) = lab("corrupt_journal_refuses_to_start") else {
+        return;
+    };
+    let lab = UploadLab::new("cj", &[10]).expect("lab");
+    let ino = std::fs::metadata(format!("/run/netns/{}", lab.srv.name()))
+        .expect("netns")
+        .ino();
+    let dir = std::path::Path::new(tollgate::names::RUN_DIR);
+    tollgate::kernel::state::ensure_dir(dir).expect("run dir");
+    let journal = dir.join(format!("sysctl-netns-{ino}.json"));
+    let _cleanup = RemoveOnDrop(journal.clone());
+    std::fs::write(&journal, b"{\"entries\": [truncated").expect("write");
+    let before = lab.srv.snapshot().expect("snapshot");
+    let cfg = config(&lab, "route", &[("alpha", "198.51.100.10/32", "20mbit")]);
+    let err = refused(&lab, &cfg, "t.toml");
+    assert!(
+        err.contains(&journal.display().to_string()) && err.contains("remove it"),
+        "{err}"
+    );
+    assert_eq!(before, lab.srv.snapshot().expect("snapshot"));
+}

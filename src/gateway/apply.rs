@@ -1,6 +1,7 @@
-//! Carrying out a plan: one netlink request per object and one nft transaction, with a record
-//! of the sysctls found (for `destroy`) written before anything changes, and rollback of this
-//! run's creations, newest first, when a step fails.
+//! Carrying out a plan: one netlink request per object and one nft transaction, and rollback of
+//! this run's creations, newest first, when a step fails. Sysctls go through the namespace's
+//! shared journal (held as `gateway`), so a shaper in the same namespace that needs the same
+//! value keeps it when the gateway is destroyed, and the other way round.
 
 use super::plan::{Change, Extra};
 use super::{GatewayError, Prepared, desired, gateway, nft, observe, plan, read_sysctls};
@@ -8,13 +9,24 @@ use crate::config::{Config, GatewayConfig};
 use crate::kernel::model;
 use crate::kernel::netlink::{Netlink, RouteAdd};
 use crate::kernel::state::{self, Lock};
-use std::path::PathBuf;
+use crate::kernel::sysctl::Journal;
+use crate::names::RUN_DIR;
+use std::path::{Path, PathBuf};
 
-/// What apply records for destroy: sysctl originals, and whether the l3mdev rule predates us.
+/// The holder name of the gateway in the sysctl journal.
+pub const HOLDER: &str = "gateway";
+
+/// What apply records for destroy: whether the l3mdev rule predates us.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct State {
-    pub sysctls: Vec<(String, String)>,
     pub l3mdev_rule_preexisting: Option<bool>,
+}
+
+fn journal() -> Result<Journal, GatewayError> {
+    Journal::for_this_netns(Path::new(RUN_DIR)).map_err(|err| GatewayError::Io {
+        what: "reading /proc/self/ns/net".into(),
+        err,
+    })
 }
 
 fn state_path(gw: &GatewayConfig) -> Result<PathBuf, GatewayError> {
@@ -25,10 +37,6 @@ fn state_path(gw: &GatewayConfig) -> Result<PathBuf, GatewayError> {
     Ok(gw.state_dir.join(format!("gateway-{ino}.json")))
 }
 
-/// Where the per-namespace lock lives: one place for every config, whatever its `state_dir`,
-/// so two applies with different state directories still exclude each other.
-pub const LOCK_DIR: &str = "/run/tollgate";
-
 /// An exclusive lock on this network namespace's gateway, held while apply or destroy runs, so
 /// two runs never interleave their changes. Released when dropped (or when the process dies).
 pub fn lock() -> Result<Lock, GatewayError> {
@@ -36,7 +44,9 @@ pub fn lock() -> Result<Lock, GatewayError> {
         what: "reading /proc/self/ns/net".into(),
         err,
     })?;
-    let path = PathBuf::from(LOCK_DIR).join(format!("gateway-netns-{ino}.lock"));
+    // one place for every config, whatever its `state_dir`, so two applies with different
+    // state directories still exclude each other
+    let path = PathBuf::from(RUN_DIR).join(format!("gateway-netns-{ino}.lock"));
     Ok(Lock::acquire(&path)?)
 }
 
@@ -44,18 +54,10 @@ fn load_state(path: &std::path::Path) -> Result<State, GatewayError> {
     Ok(state::load(path)?.unwrap_or_default())
 }
 
-fn write_sysctl(key: &str, value: &str) -> Result<(), GatewayError> {
-    crate::kernel::sysctl::write(key, value).map_err(|err| GatewayError::Io {
-        what: format!("sysctl {key}={value}"),
-        err,
-    })
-}
-
 fn execute(nl: &Netlink, d: &desired::Desired, c: &Change) -> Result<(), GatewayError> {
     match c {
-        Change::Sysctl { key, to, .. } | Change::RestoreSysctl { key, to } => {
-            write_sysctl(key, to)?
-        }
+        // held and released through the journal (apply, destroy), not one by one
+        Change::Sysctl { .. } | Change::RestoreSysctl { .. } => {}
         Change::CreateLink { link } => nl.link_create(link)?,
         Change::RecreateLink { link, .. } => {
             nl.link_delete(&link.name)?;
@@ -116,17 +118,19 @@ pub fn apply(config: &Config, p: &Prepared) -> Result<(), GatewayError> {
     }
     let path = state_path(gw)?;
     let mut state = load_state(&path)?;
-    for c in &p.changes {
-        if let Change::Sysctl { key, from, .. } = c
-            && !state.sysctls.iter().any(|(k, _)| k == key)
-        {
-            state.sysctls.push((key.clone(), from.clone()));
-        }
-    }
     if state.l3mdev_rule_preexisting.is_none() {
         state.l3mdev_rule_preexisting = Some(p.observed.l3mdev_rule);
     }
     state::save(&path, &state)?;
+    let journal = journal()?;
+    let was_holding = !journal.held_by(HOLDER)?.is_empty();
+    let wants: Vec<(String, String)> = p
+        .desired
+        .sysctls
+        .iter()
+        .map(|s| (s.key.clone(), s.value.clone()))
+        .collect();
+    journal.hold(HOLDER, &wants)?;
     let nl = Netlink::new()?;
     let mut done: Vec<&Change> = Vec::new();
     for c in &p.changes {
@@ -139,6 +143,9 @@ pub fn apply(config: &Config, p: &Prepared) -> Result<(), GatewayError> {
                         Err(e2) => tracing::error!("undoing `{d}`: {e2}"),
                     }
                 }
+            }
+            if !was_holding && let Err(e2) = journal.release(HOLDER) {
+                tracing::error!("restoring sysctls: {e2}");
             }
             return Err(GatewayError::Applied {
                 failed: format!("`{c}` failed: {e}"),
@@ -156,9 +163,13 @@ pub fn plan_destroy(config: &Config) -> Result<Vec<Change>, GatewayError> {
     let nl = Netlink::new()?;
     let observed = observe::observe(&nl.snapshot()?);
     let state = load_state(&state_path(gw)?)?;
+    let restore: Vec<(String, String)> = journal()?
+        .held_only_by(HOLDER)?
+        .into_iter()
+        .map(|e| (e.key, e.original))
+        .collect();
     let d = desired::Desired {
-        sysctls: state
-            .sysctls
+        sysctls: restore
             .iter()
             .map(|(k, v)| model::Sysctl {
                 key: k.clone(),
@@ -174,7 +185,7 @@ pub fn plan_destroy(config: &Config) -> Result<Vec<Change>, GatewayError> {
     Ok(plan::destroy(
         &observed,
         &extra,
-        &state.sysctls,
+        &restore,
         state.l3mdev_rule_preexisting.unwrap_or(true),
     ))
 }
@@ -187,6 +198,7 @@ pub fn destroy(config: &Config, changes: &[Change]) -> Result<(), GatewayError> 
     for c in changes {
         execute(&nl, &empty, c)?;
     }
+    journal()?.release(HOLDER)?;
     state::remove(&state_path(gw)?)?;
     Ok(())
 }

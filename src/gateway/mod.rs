@@ -53,6 +53,8 @@ pub enum GatewayError {
     Nft(#[from] nft::NftError),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    Sysctl(#[from] crate::kernel::sysctl::JournalError),
     #[error("{what}: {err}")]
     Io { what: String, err: std::io::Error },
     #[error("{failed}\n  {undone} change(s) of this run were undone")]

@@ -15,3 +15,20 @@ pub fn shaper_bin() -> PathBuf {
 pub fn start_shaper(lab: &UploadLab, config: &str, log: &str) -> Proc {
     lab::harness::start_shaper(&shaper_bin(), lab, config, log)
 }
+
+/// The `tollgate` CLI of this build profile (another package: built once per test binary).
+pub fn tollgate_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let mut c = std::process::Command::new(env!("CARGO"));
+        c.args(["build", "-q", "-p", "tollgate", "--bin", "tollgate"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if !cfg!(debug_assertions) {
+            c.arg("--release");
+        }
+        let st = c.status().expect("running cargo build");
+        assert!(st.success(), "building tollgate failed");
+        shaper_bin().parent().expect("target dir").join("tollgate")
+    })
+    .clone()
+}
