@@ -96,7 +96,9 @@ fn check(path: &Path, offline: bool) -> anyhow::Result<()> {
     if let Some(s) = &config.shaper {
         println!(
             "shaper: interface {} tap {} redirect {:?}",
-            s.interface, s.tap, s.redirect
+            s.interface.as_deref().unwrap_or("-"),
+            s.tap,
+            s.redirect
         );
     }
     if let Some(g) = &config.gateway {
@@ -114,7 +116,7 @@ fn check(path: &Path, offline: bool) -> anyhow::Result<()> {
     for (t, g) in config.gateway_tenants() {
         let eips: Vec<String> = g.eips.iter().map(|(p, q)| format!("{p}->{q}")).collect();
         println!(
-            "tenant {}: id {} peer {} networks {} eips {}",
+            "tenant {}: id {} peer {} networks {} eips {} upload {}",
             t.name,
             g.id,
             g.peer,
@@ -123,7 +125,10 @@ fn check(path: &Path, offline: bool) -> anyhow::Result<()> {
                 .map(|n| n.to_string())
                 .collect::<Vec<_>>()
                 .join(","),
-            eips.join(",")
+            eips.join(","),
+            t.shaping
+                .map(|s| format_rate(s.rate))
+                .unwrap_or_else(|| "-".into())
         );
     }
     for t in config.tenants.iter().filter(|t| t.gateway.is_none()) {

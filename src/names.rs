@@ -46,6 +46,27 @@ pub fn chain_out(id: u32) -> String {
     format!("out_{id}")
 }
 
+/// The shaper's macvlan for gateway tenant `id`: on the TAP, enslaved to the tenant's VRF, so a
+/// frame the shaper writes back with this device's MAC is delivered inside the tenant's VRF.
+pub fn shaper_macvlan(id: u32) -> String {
+    format!("tgs{id}")
+}
+
+/// The MAC of [`shaper_macvlan`]`(id)`: locally administered, unicast, the id in its last four
+/// bytes, so the redirect (which stamps it) and the shaper (which classifies by it) agree
+/// without asking each other.
+pub fn shaper_macvlan_mac(id: u32) -> [u8; 6] {
+    let b = id.to_be_bytes();
+    [0x02, 0x74, b[0], b[1], b[2], b[3]]
+}
+
+/// The shaper's nftables table (family netdev) for gateway tenants' redirects, TAP `tap`.
+pub fn shaper_gateway_nft_table(tap: &str) -> String {
+    // `_gw` cannot come out of the escaping in shaper_nft_table ('_' is always followed by one
+    // of `_hdapx`), so this name never equals another TAP's table
+    format!("{}_gw", shaper_nft_table(tap))
+}
+
 /// The shaper's nftables table for TAP `tap`. Interface names are validated to letters, digits
 /// and `-_.@+`; each of those that nft does not take in an identifier gets its own escape, so
 /// two TAP names never share a table.
@@ -89,6 +110,30 @@ mod tests {
     fn device_names_fit_ifnamsiz() {
         assert!(vrf(u32::MAX).len() <= 15);
         assert!(tunnel(u32::MAX).len() <= 15);
+        assert!(shaper_macvlan(u32::MAX).len() <= 15);
+    }
+
+    #[test]
+    fn macvlan_macs_are_unicast_local_and_one_to_one() {
+        let macs: BTreeSet<[u8; 6]> = [1u32, 256, 1000, 2000, u32::MAX]
+            .iter()
+            .map(|&i| shaper_macvlan_mac(i))
+            .collect();
+        assert_eq!(macs.len(), 5);
+        for m in macs {
+            assert_eq!(m[0] & 0x01, 0, "unicast");
+            assert_eq!(m[0] & 0x02, 0x02, "locally administered");
+        }
+    }
+
+    #[test]
+    fn gateway_tables_differ_from_every_source_table() {
+        let taps = ["tg0", "tg0_gw", "tg_gw", "a", "a_gw"];
+        let mut all = BTreeSet::new();
+        for t in taps {
+            assert!(all.insert(shaper_nft_table(t)));
+            assert!(all.insert(shaper_gateway_nft_table(t)));
+        }
     }
 
     #[test]

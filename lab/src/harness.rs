@@ -6,7 +6,7 @@
 //! cores would measure each other. Namespaces, TAPs and temp dirs are unique per test and are
 //! removed on drop, also when the test fails.
 
-use crate::{self as lab, Netns, Proc, UploadLab};
+use crate::{self as lab, Netns, Proc, UploadLab, connect, serve};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -68,8 +68,12 @@ pub fn stop_shaper(mut p: Proc) {
 
 /// The shaper's live counters (the stats file it rewrites every second).
 pub fn stats(lab: &UploadLab) -> serde_json::Value {
-    let dir = lab.dir.path().join("state");
-    let file = std::fs::read_dir(&dir)
+    stats_in(&lab.dir.path().join("state"))
+}
+
+/// The shaper's live counters from its `state_dir`.
+pub fn stats_in(dir: &Path) -> serde_json::Value {
+    let file = std::fs::read_dir(dir)
         .expect("state dir")
         .filter_map(|e| e.ok())
         .map(|e| e.path())
@@ -103,4 +107,86 @@ pub fn tollgate(bin: &Path, ns: &Netns, args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .expect("running tollgate")
+}
+
+/// The reference gateway's connectivity matrix, asserted (`v` names the variant in messages):
+/// each EIP reaches its own tenant although both are 10.0.0.7, the tenants' firewalls allow and
+/// deny their ports, outbound traffic leaves with the tenant's own EIP as source, and each
+/// tenant reaches the gateway's address in its network.
+pub fn connectivity_matrix(lab: &crate::GatewayLab, v: &str) {
+    let (cl, t1, t2) = (lab.cl.name(), lab.t1.name(), lab.t2.name());
+    let _servers = [
+        serve(t1, 22, "t1:22").expect("server"),
+        serve(t1, 23, "t1:23").expect("server"),
+        serve(t2, 22, "t2:22").expect("server"),
+        serve(t2, 23, "t2:23").expect("server"),
+        serve(cl, 22, "cl:22").expect("server"),
+        serve(cl, 23, "cl:23").expect("server"),
+        serve(cl, 80, "cl:80").expect("server"),
+    ];
+    // inbound through the EIPs, each to its own tenant although both are 10.0.0.7
+    assert_eq!(
+        connect(cl, "203.0.113.11", 22),
+        Ok("t1:22 from 198.51.100.7".into()),
+        "{v}"
+    );
+    assert_eq!(
+        connect(cl, "203.0.113.12", 23),
+        Ok("t2:23 from 198.51.100.7".into()),
+        "{v}"
+    );
+    assert!(
+        connect(cl, "203.0.113.11", 23).is_err(),
+        "{v}: user1 must not allow tcp/23 in"
+    );
+    assert!(
+        connect(cl, "203.0.113.12", 22).is_err(),
+        "{v}: user2 must not allow tcp/22 in"
+    );
+    for eip in ["203.0.113.11", "203.0.113.12"] {
+        assert!(
+            lab.cl
+                .exec("ping", &["-c", "2", "-i", "0.2", "-W", "1", eip])
+                .is_ok(),
+            "{v}: ping {eip}"
+        );
+    }
+    // outbound: denied ports are refused, the rest leaves through SNAT to the tenant's own EIP
+    assert!(
+        connect(t1, "198.51.100.7", 22).is_err(),
+        "{v}: t1 must not reach tcp/22 out"
+    );
+    assert!(
+        connect(t2, "198.51.100.7", 23).is_err(),
+        "{v}: t2 must not reach tcp/23 out"
+    );
+    assert_eq!(
+        connect(t1, "198.51.100.7", 80),
+        Ok("cl:80 from 203.0.113.11".into()),
+        "{v}"
+    );
+    assert_eq!(
+        connect(t2, "198.51.100.7", 80),
+        Ok("cl:80 from 203.0.113.12".into()),
+        "{v}"
+    );
+    assert_eq!(
+        connect(t1, "198.51.100.7", 23),
+        Ok("cl:23 from 203.0.113.11".into()),
+        "{v}"
+    );
+    assert_eq!(
+        connect(t2, "198.51.100.7", 22),
+        Ok("cl:22 from 203.0.113.12".into()),
+        "{v}"
+    );
+
+    for t in [&lab.t1, &lab.t2] {
+        assert!(
+            t.exec("ping", &["-c", "2", "-i", "0.2", "-W", "1", "10.0.0.1"])
+                .is_ok(),
+            "{v}: {} cannot reach its gateway address",
+            t.name()
+        );
+    }
 }

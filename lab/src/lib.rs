@@ -338,53 +338,76 @@ impl UploadLab {
 
     /// Starts an iperf3 server on `port` in the server namespace and waits until it listens.
     pub fn iperf3_server(&self, port: u16) -> Result<Proc> {
-        let mut c = self.srv.command("iperf3");
-        c.args(["-s", "-p", &port.to_string()]);
-        let p = Proc::spawn(c, &self.dir.path().join(format!("iperf3-s-{port}.log")))?;
-        let srv = &self.srv;
-        let listening = wait_until(Duration::from_secs(5), || {
-            srv.exec("ss", &["-Htln", &format!("sport = :{port}")])
-                .map(|o| !o.trim().is_empty())
-                .unwrap_or(false)
-        });
-        if !listening {
-            return Err(LabError::Other(format!(
-                "iperf3 server on port {port} did not start"
-            )));
-        }
-        Ok(p)
+        iperf3_server(&self.srv, self.dir.path(), port, None)
     }
 
-    /// Starts an iperf3 upload from `198.51.100.<client>` to the server; `finish` it later.
     pub fn iperf3_upload(&self, client: u8, port: u16, secs: u32) -> Result<Proc> {
         self.iperf3_upload_from(&format!("198.51.100.{client}"), SERVER, port, secs)
     }
 
     /// Starts an iperf3 upload from address `src` (in the client namespace) to `dst`.
     pub fn iperf3_upload_from(&self, src: &str, dst: &str, port: u16, secs: u32) -> Result<Proc> {
-        let mut c = self.cl.command("iperf3");
-        c.args([
-            "-c",
-            dst,
-            "-B",
-            src,
-            "-p",
-            &port.to_string(),
-            "-t",
-            &secs.to_string(),
-            "-J",
-        ]);
-        Proc::spawn(
-            c,
-            &self
-                .dir
-                .path()
-                .join(format!("iperf3-c-{src}-{dst}-{port}.json")),
-        )
+        iperf3_client(&self.cl, self.dir.path(), Some(src), dst, port, secs)
     }
 }
 
 pub use tollgate::config::examples::gateway_variant as gateway_config;
+
+/// Starts `iperf3 -s` in `ns` on `port` (bound to device `dev` when given, e.g. a VRF) and
+/// waits until it listens; its log goes to `dir`.
+pub fn iperf3_server(ns: &Netns, dir: &Path, port: u16, dev: Option<&str>) -> Result<Proc> {
+    let mut c = ns.command("iperf3");
+    c.args(["-s", "-p", &port.to_string()]);
+    if let Some(d) = dev {
+        c.args(["--bind-dev", d]);
+    }
+    let tag = dev.map(|d| format!("-{d}")).unwrap_or_default();
+    let p = Proc::spawn(c, &dir.join(format!("iperf3-s-{port}{tag}.log")))?;
+    let listening = wait_until(Duration::from_secs(5), || {
+        ns.exec("ss", &["-Htln", &format!("sport = :{port}")])
+            .map(|o| !o.trim().is_empty())
+            .unwrap_or(false)
+    });
+    if !listening {
+        return Err(LabError::Other(format!(
+            "iperf3 server on port {port} did not start"
+        )));
+    }
+    Ok(p)
+}
+
+/// Starts an `iperf3 -c dst -p port -t secs -J` upload in `ns` (from `src` when given); its JSON
+/// report goes to `dir` (see [`finish_upload`]).
+pub fn iperf3_client(
+    ns: &Netns,
+    dir: &Path,
+    src: Option<&str>,
+    dst: &str,
+    port: u16,
+    secs: u32,
+) -> Result<Proc> {
+    let mut c = ns.command("iperf3");
+    c.args([
+        "-c",
+        dst,
+        "-p",
+        &port.to_string(),
+        "-t",
+        &secs.to_string(),
+        "-J",
+    ]);
+    if let Some(s) = src {
+        c.args(["-B", s]);
+    }
+    Proc::spawn(
+        c,
+        &dir.join(format!(
+            "iperf3-c-{}-{}-{dst}-{port}.json",
+            ns.name(),
+            src.unwrap_or("any")
+        )),
+    )
+}
 
 /// The reference gateway topology, in five namespaces:
 ///

@@ -41,11 +41,14 @@ struct TenantMatch {
     ports: Vec<PortRange>,
 }
 
-/// The classifier: sorted disjoint source ranges -> tenant index (index into the shaped tenants).
+/// The classifier: a gateway tenant's MAC, or else sorted disjoint source ranges -> tenant index
+/// (index into the shaped tenants).
 #[derive(Clone, Debug, Default)]
 pub struct Classifier {
     /// (first, last, tenant), sorted by `first`, disjoint.
     ranges: Vec<(u32, u32, usize)>,
+    /// (MAC of the tenant's macvlan, tenant), sorted: gateway tenants, stamped by the redirect.
+    macs: Vec<([u8; 6], usize)>,
     tenants: Vec<TenantMatch>,
 }
 
@@ -57,12 +60,26 @@ impl Classifier {
             for s in &t.sources {
                 c.ranges.push((s.first(), s.last(), idx));
             }
+            if let Some(g) = &t.gateway {
+                c.macs
+                    .push((tollgate::names::shaper_macvlan_mac(g.id), idx));
+            }
             c.tenants.push(TenantMatch {
                 ports: t.ports.clone(),
             });
         }
         c.ranges.sort_unstable();
+        c.macs.sort_unstable();
         c
+    }
+
+    /// The gateway tenant whose macvlan has MAC `dst`, if any.
+    pub fn tenant_of_mac(&self, dst: &[u8]) -> Option<usize> {
+        let i = self
+            .macs
+            .binary_search_by(|(m, _)| m.as_slice().cmp(dst))
+            .ok()?;
+        Some(self.macs[i].1)
     }
 
     fn tenant_of(&self, src: u32) -> Option<usize> {
@@ -83,7 +100,11 @@ impl Classifier {
         let Ok(ip) = Ipv4HeaderSlice::from_slice(l3) else {
             return Verdict::Pass(Pass::Malformed);
         };
-        let Some(tenant) = self.tenant_of(u32::from_be_bytes(ip.source())) else {
+        // a gateway tenant's frame carries its macvlan's MAC (the redirect already chose it:
+        // by tunnel, local destination and ports); anything else is told apart by source
+        let by_mac = self.tenant_of_mac(eth.destination().as_slice());
+        let Some(tenant) = by_mac.or_else(|| self.tenant_of(u32::from_be_bytes(ip.source())))
+        else {
             return Verdict::Pass(Pass::NoTenant);
         };
         let ip_hdr = ip.slice().len();
@@ -104,7 +125,7 @@ impl Classifier {
         let m = &self.tenants[tenant];
         // A fragment after the first has no port: it is the tenant's by source alone (the
         // redirect takes every such fragment of a tenant with ports, see redirect::nft).
-        if !m.ports.is_empty() && first_fragment {
+        if by_mac.is_none() && !m.ports.is_empty() && first_fragment {
             match dport {
                 Some(p) if m.ports.iter().any(|r| r.contains(p)) => {}
                 _ => return Verdict::Pass(Pass::NoTenant),

@@ -157,9 +157,14 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
         );
     }
     redirect::remove_stale(shaper)?;
+    let gateway = redirect::gateway::GatewayShaping::from_config(config);
+    redirect::create_macvlans(&gateway, &shaper.tap)?;
 
     // 3. Sysctls: recorded in the journal before they change.
-    let needs = sysctl::plan(shaper.redirect, &shaper.tap, |k| journal.original(k))?;
+    let macvlans: Vec<&str> = gateway.tenants.iter().map(|t| t.macvlan.as_str()).collect();
+    let needs = sysctl::plan(shaper.redirect, &shaper.tap, &macvlans, |k| {
+        journal.original(k)
+    })?;
     let mut installed = Installed {
         shaper: shaper.clone(),
         journal: journal.clone(),
@@ -328,8 +333,13 @@ fn reader_loop(
             spare = Some(buf);
             continue;
         };
-        if len >= VNET_HDR_LEN + 6 {
-            // delivered locally only if addressed to the TAP (netdev mode brings the uplink's MAC)
+        if len >= VNET_HDR_LEN + 6
+            && classifier
+                .tenant_of_mac(&buf[VNET_HDR_LEN..VNET_HDR_LEN + 6])
+                .is_none()
+        {
+            // delivered locally only if addressed to the TAP (netdev mode brings the uplink's
+            // MAC); a gateway tenant's frame keeps its macvlan's MAC, which delivers it there
             buf[VNET_HDR_LEN..VNET_HDR_LEN + 6].copy_from_slice(&mac);
         }
         match classifier.classify(&vnet, &buf[VNET_HDR_LEN..len]) {

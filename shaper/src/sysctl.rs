@@ -28,6 +28,7 @@ pub struct Needs {
 pub fn plan(
     mode: RedirectMode,
     tap: &str,
+    macvlans: &[&str],
     original: impl Fn(&str) -> Result<String, JournalError>,
 ) -> Result<Needs, JournalError> {
     let mut n = Needs::default();
@@ -43,7 +44,7 @@ pub fn plan(
                 .file_name()
                 .to_string_lossy()
                 .into_owned();
-            if dev == "all" || dev == "default" || dev == tap {
+            if dev == "all" || dev == "default" || dev == tap || macvlans.contains(&dev.as_str()) {
                 continue;
             }
             let key = conf_key("ipv4", &dev, "rp_filter");
@@ -59,6 +60,15 @@ pub fn plan(
         // no router solicitations, DAD or MLD from the TAP to loop back through the daemon
         n.tap
             .push((conf_key("ipv6", tap, "disable_ipv6"), "1".into()));
+    }
+    // gateway tenants' macvlans: frames from the tenant arrive there, its route back is the
+    // tunnel (rp_filter would drop them), and they send nothing of their own
+    for m in macvlans {
+        n.tap.push((conf_key("ipv4", m, "rp_filter"), "0".into()));
+        if sysctl::exists(&conf_key("ipv6", m, "disable_ipv6")) {
+            n.tap
+                .push((conf_key("ipv6", m, "disable_ipv6"), "1".into()));
+        }
     }
     if mode == RedirectMode::Route {
         ns(&mut n, "net.ipv4.ip_forward".into(), "1");

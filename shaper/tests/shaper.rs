@@ -746,3 +746,111 @@ fn corrupt_journal_refuses_to_start() {
     );
     assert_eq!(before, lab.srv.snapshot().expect("snapshot"));
 }
+
+/// The gateway example with both tenants shaped (user1 20 Mbit/s, user2 50 Mbit/s) and a
+/// `[shaper]` section holding only the TAP (and where to write its counters).
+fn shaped_gateway_config(
+    tunnel: &str,
+    mode: &str,
+    isolation: &str,
+    state: &std::path::Path,
+) -> String {
+    lab::gateway_config(tunnel, mode, isolation, "off", Some(state)).replace(
+        "deny_out = [\"tcp/23\"]",
+        "deny_out = [\"tcp/23\"]\nupload = \"50mbit\"",
+    ) + &format!(
+        "\n[shaper]\ntap = \"tg0\"\nstate_dir = \"{}\"\n",
+        state.display()
+    )
+}
+
+/// Two gateway tenants, both 10.0.0.7, upload to the gateway at once: each is held to its own
+/// rate, the gateway's plan stays "no changes" while the shaper runs and after it stops, and
+/// destroy leaves the namespace as it was.
+fn gateway_tenants_are_shaped(mode: &str) {
+    let Some(_serial) = lab(&format!("gateway_tenants_are_shaped_{mode}")) else {
+        return;
+    };
+    let g = lab::GatewayLab::new("gts", "vxlan").expect("lab");
+    let before = g.gw.snapshot().expect("snapshot");
+    let state = g.dir.path().join("state");
+    let cfg = g.dir.path().join("tollgate.toml");
+    std::fs::write(&cfg, shaped_gateway_config("vxlan", mode, "table", &state)).expect("config");
+    let c = cfg.to_str().expect("path");
+    let tollgate = |args: &[&str]| {
+        let out =
+            g.gw.command(tollgate_bin())
+                .args(args)
+                .output()
+                .expect("tollgate");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(0), "tollgate {args:?}:\n{text}");
+        text
+    };
+    tollgate(&["apply", "-c", c]);
+    let mut cmd = g.gw.command(shaper_bin());
+    cmd.arg("--config").arg(&cfg).env("RUST_LOG", "info");
+    let mut shaper = lab::Proc::spawn(cmd, &g.dir.path().join("shaper.log")).expect("shaper");
+    assert!(
+        lab::wait_until(Duration::from_secs(10), || shaper
+            .log_text()
+            .contains("shaping")
+            || matches!(shaper.child.try_wait(), Ok(Some(_)))),
+        "{}",
+        shaper.log_text()
+    );
+    assert!(
+        shaper.log_text().contains("shaping"),
+        "{}",
+        shaper.log_text()
+    );
+    assert!(
+        tollgate(&["plan", "-c", c]).contains("no changes"),
+        "the shaper disturbed the gateway"
+    );
+    connectivity_matrix(&g, &format!("vxlan/{mode}/table with the shaper"));
+    let _s1 = lab::iperf3_server(&g.gw, g.dir.path(), 5201, None).expect("server");
+    let _s2 = lab::iperf3_server(&g.gw, g.dir.path(), 5202, None).expect("server");
+    let secs = 8;
+    let u1 = lab::iperf3_client(&g.t1, g.dir.path(), None, "10.0.0.1", 5201, secs).expect("t1");
+    let u2 = lab::iperf3_client(&g.t2, g.dir.path(), None, "10.0.0.1", 5202, secs).expect("t2");
+    let timeout = Duration::from_secs(u64::from(secs) + 20);
+    let r1 = finish_upload(u1, timeout).expect("t1 result").received_bps / 20e6;
+    let r2 = finish_upload(u2, timeout).expect("t2 result").received_bps / 50e6;
+    eprintln!("{mode}: user1 {r1:.3} of 20 Mbit/s, user2 {r2:.3} of 50 Mbit/s");
+    for (who, r) in [("user1", r1), ("user2", r2)] {
+        assert!((0.93..=1.02).contains(&r), "{who} got {r:.3} of its rate");
+    }
+    let st = stats_in(&state);
+    assert!(
+        tenant_counter(&st, "user1", "sent_bytes") > 5_000_000,
+        "{st}"
+    );
+    assert!(
+        tenant_counter(&st, "user2", "sent_bytes") > 15_000_000,
+        "{st}"
+    );
+    shaper.signal(libc::SIGTERM);
+    let st = shaper
+        .wait_timeout(Duration::from_secs(10))
+        .expect("wait")
+        .expect("exit");
+    assert!(st.success(), "{}", shaper.log_text());
+    assert!(tollgate(&["plan", "-c", c]).contains("no changes"));
+    tollgate(&["destroy", "-c", c]);
+    assert_eq!(before, g.gw.snapshot().expect("snapshot"));
+}
+
+#[test]
+fn gateway_tenants_are_shaped_per_tenant() {
+    gateway_tenants_are_shaped("per-tenant");
+}
+
+#[test]
+fn gateway_tenants_are_shaped_external() {
+    gateway_tenants_are_shaped("external");
+}

@@ -265,11 +265,24 @@ impl Cx<'_> {
             }
             return Ok(None);
         };
+        if !has_any && r.sources.is_some() {
+            // a source-address tenant of the shaper, in the same file as the gateway
+            return Ok(None);
+        }
+        if has_any && let Some(s) = &r.sources {
+            return Err(self.err(
+                s,
+                &key("sources"),
+                "a gateway tenant is told apart by its tunnel, not by source address: give either gateway keys (id, peer, ...) or `sources`, not both",
+            ));
+        }
         let missing = |k: &str| {
             self.err(
                 t,
                 &key(k),
-                format!("missing: every tenant of a gateway needs `{k}`"),
+                format!(
+                    "missing: every tenant of a gateway needs `{k}` (or `sources`, for a tenant the shaper tells apart by source address)"
+                ),
             )
         };
         let id_s = r.id.as_ref().ok_or_else(|| missing("id"))?;

@@ -63,8 +63,9 @@ pub enum RedirectMode {
 /// The `[shaper]` section.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShaperConfig {
-    /// Where tenant traffic enters this host; tenants without `interfaces` match here.
-    pub interface: String,
+    /// Where source-address tenants' traffic enters this host (those without `interfaces`);
+    /// not needed when every shaped tenant is a gateway tenant or names its interfaces.
+    pub interface: Option<String>,
     /// Name of the intermediate TAP device the daemon creates.
     pub tap: String,
     pub redirect: RedirectMode,
@@ -187,24 +188,26 @@ impl Config {
         })
     }
 
-    /// Tenants the shaper queues: those with `upload` and `sources`. (A gateway tenant's
-    /// `upload` without `sources` is not shaped yet: its traffic is told apart by tunnel device,
-    /// which the TAP does not carry.)
+    /// Tenants the shaper queues, in config order (the order is the shaper's tenant index):
+    /// source-address tenants with `upload` (told apart by source), and gateway tenants with
+    /// `upload` (told apart by their tunnel, stamped with their own MAC by the redirect).
     pub fn shaped_tenants(&self) -> impl Iterator<Item = (&Tenant, Shaping)> {
         self.tenants
             .iter()
-            .filter(|t| !t.sources.is_empty())
             .filter_map(|t| t.shaping.map(|s| (t, s)))
     }
 
-    /// Warnings about settings that are accepted but have no effect yet.
+    /// Warnings about settings that are accepted but have no effect.
     pub fn warnings(&self) -> Vec<String> {
+        if self.shaper.is_some() {
+            return Vec::new();
+        }
         self.tenants
             .iter()
-            .filter(|t| t.shaping.is_some() && t.sources.is_empty() && t.gateway.is_some())
+            .filter(|t| t.shaping.is_some())
             .map(|t| {
                 format!(
-                    "tenant {:?}: `upload` without `sources` is not shaped: tollgate-shaper tells tenants apart by source address, and a gateway tenant's traffic is told apart by its tunnel (see docs/shaper.md, \"Gateway tenants\")",
+                    "tenant {:?}: `upload` is enforced by tollgate-shaper, which needs a [shaper] section (at least `tap = \"tg0\"`)",
                     t.name
                 )
             })
@@ -225,7 +228,8 @@ impl Config {
         } else {
             self.shaper
                 .as_ref()
-                .map(|s| vec![s.interface.as_str()])
+                .and_then(|s| s.interface.as_deref())
+                .map(|i| vec![i])
                 .unwrap_or_default()
         }
     }
@@ -257,12 +261,18 @@ impl Config {
         let Some(shaper) = &self.shaper else {
             return Ok(());
         };
-        if !exists(&shaper.interface) {
-            let span = raw.shaper.as_ref().map(|s| s.get_ref().interface.span());
+        if let Some(i) = &shaper.interface
+            && !exists(i)
+        {
+            let span = raw
+                .shaper
+                .as_ref()
+                .and_then(|s| s.get_ref().interface.as_ref())
+                .map(|i| i.span());
             return Err(cx.err_at(
                 span.map(|s| s.start).unwrap_or(0),
                 "shaper.interface",
-                &missing(&shaper.interface),
+                &missing(i),
             ));
         }
         for (i, t) in raw.tenant.iter().enumerate() {
@@ -457,22 +467,37 @@ impl Cx<'_> {
         tenants: &[Tenant],
     ) -> Result<ShaperConfig, ConfigError> {
         let r = s.get_ref();
-        check_ifname(r.interface.get_ref())
-            .map_err(|e| self.err(&r.interface, "shaper.interface", e))?;
+        if let Some(i) = &r.interface {
+            check_ifname(i.get_ref()).map_err(|e| self.err(i, "shaper.interface", e))?;
+            if i.get_ref() == r.tap.get_ref() {
+                return Err(self.err(&r.tap, "shaper.tap", "must differ from shaper.interface"));
+            }
+        }
         check_ifname(r.tap.get_ref()).map_err(|e| self.err(&r.tap, "shaper.tap", e))?;
-        let redirect = match r.redirect.get_ref().as_str() {
-            "netdev" => RedirectMode::Netdev,
-            "route" => RedirectMode::Route,
-            other => {
+        let redirect = match r.redirect.as_ref().map(|m| m.get_ref().as_str()) {
+            None | Some("netdev") => RedirectMode::Netdev,
+            Some("route") => RedirectMode::Route,
+            Some(other) => {
                 return Err(self.err(
-                    &r.redirect,
+                    r.redirect.as_ref().unwrap_or(&r.tap),
                     "shaper.redirect",
                     format!("{other:?}: expected \"netdev\" or \"route\""),
                 ));
             }
         };
-        if r.interface.get_ref() == r.tap.get_ref() {
-            return Err(self.err(&r.tap, "shaper.tap", "must differ from shaper.interface"));
+        if r.interface.is_none()
+            && let Some(i) = tenants.iter().position(|t| {
+                t.shaping.is_some() && !t.sources.is_empty() && t.interfaces.is_empty()
+            })
+        {
+            return Err(self.err(
+                s,
+                "shaper.interface",
+                format!(
+                    "missing: tenant[{i}] {:?} is told apart by source address and names no `interfaces`, so the shaper needs the `interface` its traffic enters on",
+                    tenants[i].name
+                ),
+            ));
         }
         for (i, t) in tenants.iter().enumerate() {
             if t.interfaces.iter().any(|d| d == r.tap.get_ref()) {
@@ -489,14 +514,11 @@ impl Cx<'_> {
                 ));
             }
         }
-        if !tenants
-            .iter()
-            .any(|t| t.shaping.is_some() && !t.sources.is_empty())
-        {
+        if !tenants.iter().any(|t| t.shaping.is_some()) {
             return Err(self.err(
                 s,
                 "shaper",
-                "no tenant has `upload` and `sources`: there is nothing to shape",
+                "no tenant has `upload`: there is nothing to shape",
             ));
         }
         let table = r.table.as_ref().map(|t| *t.get_ref()).unwrap_or(7468);
@@ -528,7 +550,7 @@ impl Cx<'_> {
             ));
         }
         Ok(ShaperConfig {
-            interface: r.interface.get_ref().clone(),
+            interface: r.interface.as_ref().map(|i| i.get_ref().clone()),
             tap: r.tap.get_ref().clone(),
             redirect,
             state_dir: r

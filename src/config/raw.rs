@@ -17,9 +17,9 @@ pub(super) struct RawConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawShaper {
-    pub interface: Spanned<String>,
+    pub interface: Option<Spanned<String>>,
     pub tap: Spanned<String>,
-    pub redirect: Spanned<String>,
+    pub redirect: Option<Spanned<String>>,
     pub state_dir: Option<Spanned<String>>,
     pub table: Option<Spanned<u32>>,
     pub mark: Option<Spanned<u32>>,

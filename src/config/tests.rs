@@ -18,7 +18,7 @@ fn err(text: &str) -> ConfigError {
 fn shaper_example_parses() {
     let c = parse(SHAPER_EXAMPLE).unwrap();
     let s = c.shaper.as_ref().unwrap();
-    assert_eq!(s.interface, "veth-srv");
+    assert_eq!(s.interface.as_deref(), Some("veth-srv"));
     assert_eq!(s.tap, "tg0");
     assert_eq!(s.redirect, RedirectMode::Netdev);
     assert_eq!(c.tenants.len(), 2);
@@ -186,15 +186,33 @@ fn gateway_example_parses() {
             FwMatch::Icmp
         ]
     );
-    // upload without sources on a gateway tenant is accepted, and not shaped by the shaper
+    // a gateway tenant's upload is shaped by tollgate-shaper: without [shaper], a warning
     assert!(c.tenants[0].shaping.is_some());
-    assert_eq!(c.shaped_tenants().count(), 0);
+    assert_eq!(c.shaped_tenants().count(), 1);
     let w = c.warnings();
     assert_eq!(w.len(), 1, "{w:?}");
-    assert!(
-        w[0].contains("user1") && w[0].contains("not shaped"),
-        "{w:?}"
+    assert!(w[0].contains("user1") && w[0].contains("[shaper]"), "{w:?}");
+    // `[shaper]` with only a TAP is enough for gateway tenants
+    let c = parse(&format!("{GATEWAY_EXAMPLE}\n[shaper]\ntap = \"tg0\"\n")).unwrap();
+    assert!(c.warnings().is_empty());
+    assert_eq!(c.shaper.as_ref().unwrap().interface, None);
+}
+
+#[test]
+fn a_file_holds_gateway_and_source_tenants() {
+    let text = format!(
+        "{GATEWAY_EXAMPLE}\n[shaper]\ntap = \"tg0\"\ninterface = \"eth-pub\"\n\n[[tenant]]\nname = \"client\"\nsources = [\"198.51.100.7/32\"]\nupload = \"5mbit\"\n"
     );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.gateway_tenants().count(), 2);
+    assert_eq!(c.shaped_tenants().count(), 2, "user1 and client");
+    assert!(c.tenants[2].gateway.is_none());
+    // a source tenant needs the shaper's interface unless it names its own
+    let e = err(&text.replace("interface = \"eth-pub\"\n", ""));
+    assert_eq!(e.key, "shaper.interface", "{e}");
+    // gateway keys and sources together are refused
+    let e = err(&text.replace("name = \"client\"", "name = \"client\"\nid = 3000"));
+    assert_eq!(e.key, "tenant[2].sources", "{e}");
 }
 
 #[test]

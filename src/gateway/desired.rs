@@ -343,6 +343,26 @@ fn ruleset(
             }
         }
     }
+    // Gateway tenants shaped by tollgate-shaper come back from its TAP on their own macvlan
+    // (in their VRF): the same zone and mark as their tunnel, so conntrack keeps overlapping
+    // tenants apart and replies route back into the tenant's table.
+    let shaped: Vec<_> = tenants
+        .iter()
+        .filter(|(t, _)| t.shaping.is_some())
+        .map(|(_, g)| (format!("\"{}\"", names::shaper_macvlan(g.id)), g))
+        .collect();
+    if !shaped.is_empty() {
+        let _ = writeln!(
+            s,
+            "\t\tct zone set iifname map {}",
+            map(shaped.iter().map(|(d, g)| (d.clone(), g.zone())))
+        );
+        let _ = writeln!(
+            s,
+            "\t\tmeta mark set iifname map {}",
+            map(shaped.iter().map(|(d, g)| (d.clone(), g.id)))
+        );
+    }
     let _ = writeln!(s, "\t}}");
     // --- NAT
     let _ = writeln!(

@@ -32,7 +32,7 @@ pub fn run(mode: Option<&str>, seconds: u32) -> anyhow::Result<()> {
         "namespaces: client {} (198.51.100.10 alpha, .20 beta, .30 no tenant) -> server {} (198.51.100.2, {})",
         lab.cl.name(),
         lab.srv.name(),
-        shaper_cfg.interface
+        shaper_cfg.interface.as_deref().unwrap_or("-")
     );
     println!(
         "shaper: {} redirect through TAP {}",

@@ -11,11 +11,14 @@
 //! Installation order makes every intermediate state harmless, and a failure part-way undoes
 //! what was done before it returns.
 
+pub mod gateway;
 pub mod nft;
 pub mod route;
 
 use nftables::types::NfFamily;
 use tollgate::config::{Config, RedirectMode, ShaperConfig};
+use tollgate::kernel::netlink::Netlink;
+use tollgate::names;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedirectError {
@@ -23,12 +26,51 @@ pub enum RedirectError {
     Nft(#[from] nft::NftError),
     #[error(transparent)]
     Route(#[from] route::RouteError),
+    #[error(
+        "gateway tenants are shaped inside what `tollgate apply` built, but {0}; apply the gateway first"
+    )]
+    GatewayMissing(String),
+    #[error(transparent)]
+    Netlink(route::NetlinkError),
 }
 
 impl From<route::NetlinkError> for RedirectError {
     fn from(e: route::NetlinkError) -> Self {
-        RedirectError::Route(route::RouteError::Netlink(e))
+        RedirectError::Netlink(e)
     }
+}
+
+/// True when source-address tenants are shaped (they need the `redirect` mode's objects).
+fn has_source_tenants(config: &Config) -> bool {
+    config.shaped_tenants().any(|(t, _)| t.gateway.is_none())
+}
+
+/// Makes the gateway tenants' macvlans on the TAP (each with its MAC, in its tenant's VRF, up),
+/// after checking that what the gateway builds is there. They vanish with the TAP.
+pub fn create_macvlans(g: &gateway::GatewayShaping, tap: &str) -> Result<(), RedirectError> {
+    if g.is_empty() {
+        return Ok(());
+    }
+    let missing: Vec<&str> = g
+        .needed_devices()
+        .into_iter()
+        .filter(|d| !tollgate::kernel::device_exists(d))
+        .collect();
+    if !missing.is_empty() {
+        return Err(RedirectError::GatewayMissing(format!(
+            "{} do(es) not exist",
+            missing.join(", ")
+        )));
+    }
+    let nl = Netlink::new()?;
+    for t in &g.tenants {
+        nl.link_create_macvlan(&t.macvlan, tap, t.mac)?;
+        if let Some(v) = &t.vrf {
+            nl.link_set_master(&t.macvlan, Some(v))?;
+        }
+        nl.link_set_up(&t.macvlan)?;
+    }
+    Ok(())
 }
 
 fn route_spec(s: &ShaperConfig) -> route::RouteSpec {
@@ -45,6 +87,10 @@ pub fn remove_stale(shaper: &ShaperConfig) -> Result<(), RedirectError> {
     let table = nft::table_name(&shaper.tap);
     nft::apply(&nft::removal(&table, NfFamily::NetDev))?;
     nft::apply(&nft::removal(&table, NfFamily::IP))?;
+    nft::apply(&nft::removal(
+        &names::shaper_gateway_nft_table(&shaper.tap),
+        NfFamily::NetDev,
+    ))?;
     route::remove(route_spec(shaper), &shaper.tap)?;
     Ok(())
 }
@@ -54,11 +100,20 @@ pub fn install(config: &Config, shaper: &ShaperConfig) -> Result<(), RedirectErr
     let sel = nft::Selection::from_config(config, shaper.redirect, &shaper.tap);
     let rules = nft::ruleset(&sel, &shaper.tap, shaper.redirect, shaper.mark);
     let result = match shaper.redirect {
+        _ if !has_source_tenants(config) => Ok(()),
         RedirectMode::Netdev => nft::apply(&rules).map_err(RedirectError::from),
         RedirectMode::Route => route::install(route_spec(shaper), &shaper.tap)
             .map_err(RedirectError::from)
             .and_then(|()| nft::apply(&rules).map_err(RedirectError::from)),
     };
+    let g = gateway::GatewayShaping::from_config(config);
+    let result = result.and_then(|()| {
+        if g.is_empty() {
+            return Ok(());
+        }
+        let table = names::shaper_gateway_nft_table(&shaper.tap);
+        nft::apply(&g.ruleset(&table, &shaper.tap)).map_err(RedirectError::from)
+    });
     // a refusal changed nothing, and what it found is not ours to remove
     let refused = matches!(
         result,
@@ -80,6 +135,10 @@ pub fn remove(shaper: &ShaperConfig) -> Result<(), RedirectError> {
         RedirectMode::Netdev => NfFamily::NetDev,
         RedirectMode::Route => NfFamily::IP,
     };
+    nft::apply(&nft::removal(
+        &names::shaper_gateway_nft_table(&shaper.tap),
+        NfFamily::NetDev,
+    ))?;
     nft::apply(&nft::removal(&table, family))?;
     if shaper.redirect == RedirectMode::Route {
         route::remove(route_spec(shaper), &shaper.tap)?;

@@ -81,7 +81,7 @@ impl Selection {
     }
 }
 
-fn s(v: &str) -> Expression<'static> {
+pub(super) fn s(v: &str) -> Expression<'static> {
     Expression::String(Cow::Owned(v.to_string()))
 }
 
@@ -92,7 +92,7 @@ fn prefix(n: &tollgate::config::Ipv4Net) -> Expression<'static> {
     }))
 }
 
-fn port_expr(first: u16, last: u16) -> Expression<'static> {
+pub(super) fn port_expr(first: u16, last: u16) -> Expression<'static> {
     if first == last {
         Expression::Number(u32::from(first))
     } else {
@@ -105,7 +105,7 @@ fn port_expr(first: u16, last: u16) -> Expression<'static> {
     }
 }
 
-fn payload(protocol: &str, field: &str) -> Expression<'static> {
+pub(super) fn payload(protocol: &str, field: &str) -> Expression<'static> {
     Expression::Named(NamedExpression::Payload(Payload::PayloadField(
         PayloadField {
             protocol: Cow::Owned(protocol.to_string()),
@@ -114,11 +114,11 @@ fn payload(protocol: &str, field: &str) -> Expression<'static> {
     )))
 }
 
-fn meta(key: MetaKey) -> Expression<'static> {
+pub(super) fn meta(key: MetaKey) -> Expression<'static> {
     Expression::Named(NamedExpression::Meta(Meta { key }))
 }
 
-fn matches(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
+pub(super) fn matches(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
     Statement::Match(Match {
         left,
         right,
@@ -126,7 +126,7 @@ fn matches(left: Expression<'static>, right: Expression<'static>) -> Statement<'
     })
 }
 
-fn local_daddr() -> Statement<'static> {
+pub(super) fn local_daddr() -> Statement<'static> {
     matches(
         Expression::Named(NamedExpression::Fib(Fib {
             result: FibResult::Type,
@@ -136,7 +136,7 @@ fn local_daddr() -> Statement<'static> {
     )
 }
 
-fn concat(items: Vec<Expression<'static>>) -> Expression<'static> {
+pub(super) fn concat(items: Vec<Expression<'static>>) -> Expression<'static> {
     Expression::Named(NamedExpression::Concat(items))
 }
 

@@ -3,8 +3,8 @@
 use super::{Netlink, NetlinkError, k};
 use crate::kernel::model::{Link, LinkKind};
 use futures_util::TryStreamExt;
-use rtnetlink::packet_route::link::{GreIOFlags, LinkAttribute};
-use rtnetlink::{LinkGre, LinkUnspec, LinkVeth, LinkVrf, LinkVxlan};
+use rtnetlink::packet_route::link::{GreIOFlags, LinkAttribute, MacVlanMode};
+use rtnetlink::{LinkGre, LinkMacVlan, LinkUnspec, LinkVeth, LinkVrf, LinkVxlan};
 
 impl Netlink {
     /// The index of device `name`.
@@ -92,6 +92,21 @@ impl Netlink {
         let msg = LinkVeth::new(name, peer).build();
         let h = self.handle.clone();
         let what = format!("create veth {name} peer {peer}");
+        self.run(async move { h.link().add(msg).execute().await.map_err(k(what)) })
+    }
+
+    /// Creates a macvlan `name` on `lower` with address `mac` (down, no alias).
+    pub fn link_create_macvlan(
+        &self,
+        name: &str,
+        lower: &str,
+        mac: [u8; 6],
+    ) -> Result<(), NetlinkError> {
+        let msg = LinkMacVlan::new(name, self.link_index(lower)?, MacVlanMode::Private)
+            .address(mac.to_vec())
+            .build();
+        let h = self.handle.clone();
+        let what = format!("create macvlan {name} on {lower}");
         self.run(async move { h.link().add(msg).execute().await.map_err(k(what)) })
     }
 
