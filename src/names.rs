@@ -46,6 +46,19 @@ pub fn chain_out(id: u32) -> String {
     format!("out_{id}")
 }
 
+/// The gateway's macvlan for tenant `id` on the external tunnel device, in the tenant's VRF:
+/// the tenant's traffic to the gateway itself is stamped with its MAC so it is delivered inside
+/// the tenant's VRF (the external device belongs to no VRF).
+pub fn gateway_macvlan(id: u32) -> String {
+    format!("tge{id}")
+}
+
+/// The MAC of [`gateway_macvlan`]`(id)`: locally administered, the id in the last four bytes.
+pub fn gateway_macvlan_mac(id: u32) -> [u8; 6] {
+    let b = id.to_be_bytes();
+    [0x02, 0x67, b[0], b[1], b[2], b[3]]
+}
+
 /// The shaper's macvlan for gateway tenant `id`: on the TAP, enslaved to the tenant's VRF, so a
 /// frame the shaper writes back with this device's MAC is delivered inside the tenant's VRF.
 pub fn shaper_macvlan(id: u32) -> String {
@@ -111,6 +124,8 @@ mod tests {
         assert!(vrf(u32::MAX).len() <= 15);
         assert!(tunnel(u32::MAX).len() <= 15);
         assert!(shaper_macvlan(u32::MAX).len() <= 15);
+        assert!(gateway_macvlan(u32::MAX).len() <= 15);
+        assert_ne!(gateway_macvlan_mac(7), shaper_macvlan_mac(7));
     }
 
     #[test]

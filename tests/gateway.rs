@@ -75,7 +75,7 @@ pub fn matrix(
     ok(&tollgate(&lab.gw, &["plan", "-c", c]));
 
     let v = format!("{tunnel}/{mode}/{isolation}/offload={offload}");
-    connectivity_matrix(&lab, &v);
+    let _servers = connectivity_matrix(&lab, &v);
 
     let show = ok(&tollgate(&lab.gw, &["show", "--json", "-c", c]));
     let report: serde_json::Value = serde_json::from_str(&show).expect("show --json");
@@ -379,52 +379,9 @@ fn vm_reference_design() {
     let Some(_serial) = lab("vm_reference_design") else {
         return;
     };
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let vng = Path::new("/opt/tollgate-vng/bin/vng");
-    let kernel = std::fs::read_dir("/lib/modules")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .any(|m| {
-            Path::new("/boot")
-                .join(format!("vmlinuz-{}", m.file_name().to_string_lossy()))
-                .exists()
-        });
-    if !vng.exists() || !kernel {
-        eprintln!(
-            "skipped vm_reference_design: run tests/vm/setup.sh to install qemu, a Debian kernel and virtme-ng"
-        );
+    let Some(text) = run_inner_in_vm("vm_reference_design", "vm_inner_reference_design") else {
         return;
-    }
-    let exe = std::env::current_exe().expect("test binary");
-    let out = std::process::Command::new("bash")
-        .arg(root.join("tests/vm/run.sh"))
-        .arg("env")
-        .arg("TOLLGATE_IN_VM=1")
-        .arg(&exe)
-        .args([
-            "--exact",
-            "vm_inner_reference_design",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("tests/vm/run.sh");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("{text}");
-    assert!(
-        out.status.success(),
-        "the reference design failed in the VM"
-    );
-    assert!(
-        text.contains("test vm_inner_reference_design ... ok"),
-        "the inner test did not run"
-    );
+    };
     assert!(
         text.contains("VM variant gretap/external/vrf/offload=on"),
         "the inner test skipped a variant"

@@ -112,10 +112,12 @@ pub fn tollgate(bin: &Path, ns: &Netns, args: &[&str]) -> std::process::Output {
 /// The reference gateway's connectivity matrix, asserted (`v` names the variant in messages):
 /// each EIP reaches its own tenant although both are 10.0.0.7, the tenants' firewalls allow and
 /// deny their ports, outbound traffic leaves with the tenant's own EIP as source, and each
-/// tenant reaches the gateway's address in its network.
-pub fn connectivity_matrix(lab: &crate::GatewayLab, v: &str) {
+/// tenant reaches the gateway's address in its network. Returns the servers it started (tcp 22
+/// and 23 in each tenant, 22, 23 and 80 in the client), for checks that follow.
+#[must_use]
+pub fn connectivity_matrix(lab: &crate::GatewayLab, v: &str) -> Vec<crate::Server> {
     let (cl, t1, t2) = (lab.cl.name(), lab.t1.name(), lab.t2.name());
-    let _servers = [
+    let servers = vec![
         serve(t1, 22, "t1:22").expect("server"),
         serve(t1, 23, "t1:23").expect("server"),
         serve(t2, 22, "t2:22").expect("server"),
@@ -189,4 +191,66 @@ pub fn connectivity_matrix(lab: &crate::GatewayLab, v: &str) {
             t.name()
         );
     }
+    servers
+}
+
+/// Boots Debian's stock kernel under qemu (`tests/vm/run.sh`) and runs the test `inner` of the
+/// running test binary inside it, with `TOLLGATE_IN_VM=1`; asserts that it passed and returns
+/// what it printed. None (after printing why `test` is skipped) when the VM tooling is not
+/// installed (`tests/vm/setup.sh`, which `scripts/test.sh` runs).
+pub fn run_inner_in_vm(test: &str, inner: &str) -> Option<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let vng = Path::new("/opt/tollgate-vng/bin/vng");
+    let kernel = std::fs::read_dir("/lib/modules")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|m| {
+            Path::new("/boot")
+                .join(format!("vmlinuz-{}", m.file_name().to_string_lossy()))
+                .exists()
+        });
+    if !vng.exists() || !kernel {
+        eprintln!(
+            "skipped {test}: run tests/vm/setup.sh to install qemu, a Debian kernel and virtme-ng"
+        );
+        return None;
+    }
+    let exe = std::env::current_exe().expect("test binary");
+    let out = std::process::Command::new("bash")
+        .arg(root.join("tests/vm/run.sh"))
+        .arg("env")
+        .arg("TOLLGATE_IN_VM=1")
+        .arg(&exe)
+        .args(["--exact", inner, "--nocapture", "--test-threads=1"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("tests/vm/run.sh");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    assert!(out.status.success(), "{inner} failed in the VM");
+    assert!(
+        text.contains(&format!("test {inner} ... ok")),
+        "{inner} did not run in the VM"
+    );
+    Some(text)
+}
+
+/// In the VM the root filesystem is the host's, read-only, with a fresh /dev: the TUN device
+/// node the shaper opens has to be made.
+pub fn ensure_dev_net_tun() {
+    let p = Path::new("/dev/net/tun");
+    if p.exists() {
+        return;
+    }
+    let _ = std::fs::create_dir_all("/dev/net");
+    let st = std::process::Command::new("mknod")
+        .args(["/dev/net/tun", "c", "10", "200"])
+        .status()
+        .expect("mknod");
+    assert!(st.success(), "mknod /dev/net/tun failed");
 }

@@ -812,7 +812,10 @@ fn gateway_tenants_are_shaped(mode: &str) {
         tollgate(&["plan", "-c", c]).contains("no changes"),
         "the shaper disturbed the gateway"
     );
-    connectivity_matrix(&g, &format!("vxlan/{mode}/table with the shaper"));
+    drop(connectivity_matrix(
+        &g,
+        &format!("vxlan/{mode}/table with the shaper"),
+    ));
     let _s1 = lab::iperf3_server(&g.gw, g.dir.path(), 5201, None).expect("server");
     let _s2 = lab::iperf3_server(&g.gw, g.dir.path(), 5202, None).expect("server");
     let secs = 8;
@@ -853,4 +856,148 @@ fn gateway_tenants_are_shaped_per_tenant() {
 #[test]
 fn gateway_tenants_are_shaped_external() {
     gateway_tenants_are_shaped("external");
+}
+
+/// A one-off iperf3 server in `ns` on port 5201, bound to VRF `vrf`, reporting JSON.
+fn vrf_server(g: &lab::GatewayLab, vrf: &str, tag: &str) -> lab::Proc {
+    let mut c = g.gw.command("iperf3");
+    c.args(["-s", "-p", "5201", "--bind-dev", vrf, "--one-off", "-J"]);
+    lab::Proc::spawn(c, &g.dir.path().join(format!("srv-{vrf}-{tag}.json"))).expect("iperf3 -s")
+}
+
+/// Waits until `n` sockets listen on port 5201 in the gateway namespace.
+fn listening(g: &lab::GatewayLab, n: usize) {
+    let ok = lab::wait_until(Duration::from_secs(20), || {
+        g.gw.exec("ss", &["-Htln", "sport = :5201"])
+            .map(|o| o.lines().count() >= n)
+            .unwrap_or(false)
+    });
+    assert!(ok, "iperf3 servers did not start");
+}
+
+/// Bytes a finished one-off server received, from its JSON report.
+fn server_bytes(mut p: lab::Proc) -> u64 {
+    p.wait_timeout(Duration::from_secs(60)).expect("wait");
+    let v: serde_json::Value = serde_json::from_str(&p.log_text()).expect("server JSON");
+    v.pointer("/end/sum_received/bytes")
+        .and_then(|b| b.as_u64())
+        .unwrap_or_else(|| panic!("no bytes in {v}"))
+}
+
+/// Inside the VM (Debian's kernel: VRF, gretap): in both tunnel modes, each tenant's upload to
+/// 10.0.0.1:5201 reaches the server bound to its own VRF, first unshaped (external mode needs
+/// the gateway's stamp for that), then through the shaper at its own rate (TCG carries 4 and
+/// 10 Mbit/s), and each server receives only its own tenant's bytes.
+#[test]
+fn vm_inner_gateway_tenants_in_vrfs() {
+    if std::env::var_os("TOLLGATE_IN_VM").is_none() {
+        return; // run by vm_gateway_tenants_in_vrfs through tests/vm/run.sh
+    }
+    let Some(_serial) = lab("vm_inner_gateway_tenants_in_vrfs") else {
+        panic!("the VM lacks root, ip, nft or iperf3");
+    };
+    ensure_dev_net_tun();
+    for mode in ["per-tenant", "external"] {
+        let g = lab::GatewayLab::new(if mode == "external" { "wve" } else { "wvp" }, "gretap")
+            .expect("lab");
+        let state = g.dir.path().join("state");
+        let cfg = g.dir.path().join("tollgate.toml");
+        let text = shaped_gateway_config("gretap", mode, "vrf", &state)
+            .replace("\"20mbit\"", "\"4mbit\"")
+            .replace("\"50mbit\"", "\"10mbit\"");
+        std::fs::write(&cfg, text).expect("config");
+        let c = cfg.to_str().expect("path");
+        let tollgate = |args: &[&str]| {
+            let out =
+                g.gw.command(tollgate_bin())
+                    .args(args)
+                    .output()
+                    .expect("tollgate");
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(out.status.code(), Some(0), "tollgate {args:?}:\n{text}");
+        };
+        tollgate(&["apply", "-c", c]);
+
+        // unshaped: each tenant reaches the server in its own VRF
+        let s1 = vrf_server(&g, "tgv1000", "plain");
+        let s2 = vrf_server(&g, "tgv2000", "plain");
+        listening(&g, 2);
+        for (t, tag) in [(&g.t1, "t1"), (&g.t2, "t2")] {
+            let u = lab::iperf3_client(t, g.dir.path(), None, "10.0.0.1", 5201, 2).expect(tag);
+            finish_upload(u, Duration::from_secs(60))
+                .unwrap_or_else(|e| panic!("{mode}: {tag} to its VRF's service: {e}"));
+        }
+        assert!(server_bytes(s1) > 0 && server_bytes(s2) > 0);
+
+        // shaped
+        let mut cmd = g.gw.command(shaper_bin());
+        cmd.arg("--config").arg(&cfg).env("RUST_LOG", "info");
+        let mut shaper = lab::Proc::spawn(cmd, &g.dir.path().join("shaper.log")).expect("shaper");
+        assert!(
+            lab::wait_until(Duration::from_secs(30), || shaper
+                .log_text()
+                .contains("shaping")
+                || matches!(shaper.child.try_wait(), Ok(Some(_)))),
+            "{}",
+            shaper.log_text()
+        );
+        assert!(
+            shaper.log_text().contains("shaping"),
+            "{}",
+            shaper.log_text()
+        );
+        let s1 = vrf_server(&g, "tgv1000", "shaped");
+        let s2 = vrf_server(&g, "tgv2000", "shaped");
+        listening(&g, 2);
+        let secs = 10;
+        let u1 = lab::iperf3_client(&g.t1, g.dir.path(), None, "10.0.0.1", 5201, secs).expect("t1");
+        let u2 = lab::iperf3_client(&g.t2, g.dir.path(), None, "10.0.0.1", 5201, secs).expect("t2");
+        let timeout = Duration::from_secs(u64::from(secs) + 60);
+        let r1 = finish_upload(u1, timeout).expect("t1").received_bps / 4e6;
+        let r2 = finish_upload(u2, timeout).expect("t2").received_bps / 10e6;
+        let (b1, b2) = (server_bytes(s1), server_bytes(s2));
+        eprintln!(
+            "VM {mode}/vrf: user1 {r1:.3} of 4 Mbit/s ({b1} B in tgv1000), user2 {r2:.3} of 10 Mbit/s ({b2} B in tgv2000)"
+        );
+        for (who, r) in [("user1", r1), ("user2", r2)] {
+            assert!(
+                (0.93..=1.02).contains(&r),
+                "{mode}: {who} got {r:.3} of its rate"
+            );
+        }
+        // 4 vs 10 Mbit/s: each server got its own tenant's upload, not the other's
+        let expect = |rate: f64| rate / 8.0 * f64::from(secs);
+        assert!(
+            (b1 as f64) < 1.3 * expect(4e6) && (b1 as f64) > 0.7 * expect(4e6),
+            "{b1}"
+        );
+        assert!(
+            (b2 as f64) < 1.3 * expect(10e6) && (b2 as f64) > 0.7 * expect(10e6),
+            "{b2}"
+        );
+        shaper.signal(libc::SIGTERM);
+        let st = shaper
+            .wait_timeout(Duration::from_secs(30))
+            .expect("wait")
+            .expect("exit");
+        assert!(st.success(), "{}", shaper.log_text());
+        tollgate(&["destroy", "-c", c]);
+    }
+}
+
+/// Boots Debian's stock kernel and runs `vm_inner_gateway_tenants_in_vrfs` there.
+#[test]
+fn vm_gateway_tenants_in_vrfs() {
+    let Some(_serial) = lab("vm_gateway_tenants_in_vrfs") else {
+        return;
+    };
+    let _ = tollgate_bin(); // built before the guest needs it
+    run_inner_in_vm(
+        "vm_gateway_tenants_in_vrfs",
+        "vm_inner_gateway_tenants_in_vrfs",
+    );
 }

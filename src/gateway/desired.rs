@@ -218,6 +218,18 @@ pub fn build(config: &Config, public_subnets: &[Ipv4Net], offload: bool) -> Desi
             value: v.into(),
         });
     }
+    if stamps_external(gw) {
+        for (_, g) in &tenants {
+            d.links.push(Link {
+                name: names::gateway_macvlan(g.id),
+                kind: LinkKind::Macvlan {
+                    lower: EXTERNAL_DEV.into(),
+                    mac: names::gateway_macvlan_mac(g.id),
+                },
+                master: Some(names::vrf(g.id)),
+            });
+        }
+    }
     d.ruleset = ruleset(gw, &tenants, offload);
     d.ruleset_digest = digest(&d.ruleset);
     d.ruleset = d.ruleset.replace("@DIGEST@", &d.ruleset_digest);
@@ -257,6 +269,14 @@ fn map<T: std::fmt::Display, U: std::fmt::Display>(
         .map(|(k, v)| format!("{k} : {v}"))
         .collect();
     format!("{{ {} }}", items.join(", "))
+}
+
+/// External tunnel mode with VRFs: the shared external device belongs to no VRF, so a tenant's
+/// traffic to the gateway itself is stamped with the MAC of the tenant's macvlan on that device
+/// (in the tenant's VRF), by the peer's mark, and so delivered inside the tenant's VRF: a
+/// service bound to the VRF sees it, as in per-tenant mode.
+pub fn stamps_external(gw: &GatewayConfig) -> bool {
+    gw.tunnel_mode == TunnelMode::External && gw.isolation == Isolation::Vrf
 }
 
 fn ruleset(
@@ -346,11 +366,19 @@ fn ruleset(
     // Gateway tenants shaped by tollgate-shaper come back from its TAP on their own macvlan
     // (in their VRF): the same zone and mark as their tunnel, so conntrack keeps overlapping
     // tenants apart and replies route back into the tenant's table.
-    let shaped: Vec<_> = tenants
+    // Likewise the gateway's own macvlans of the external device (see `stamps_external`).
+    let mut shaped: Vec<_> = tenants
         .iter()
         .filter(|(t, _)| t.shaping.is_some())
-        .map(|(_, g)| (format!("\"{}\"", names::shaper_macvlan(g.id)), g))
+        .map(|(_, g)| (format!("\"{}\"", names::shaper_macvlan(g.id)), *g))
         .collect();
+    if stamps_external(gw) {
+        shaped.extend(
+            tenants
+                .iter()
+                .map(|(_, g)| (format!("\"{}\"", names::gateway_macvlan(g.id)), *g)),
+        );
+    }
     if !shaped.is_empty() {
         let _ = writeln!(
             s,
@@ -449,6 +477,21 @@ fn ruleset(
         let _ = writeln!(s, "\t\tcounter accept\n\t}}");
     }
     let _ = writeln!(s, "}}");
+    if stamps_external(gw) && !tenants.is_empty() {
+        let _ = writeln!(
+            s,
+            "table netdev {NFT_TABLE} {{\n\tchain stamp {{\n\t\ttype filter hook ingress device \"{EXTERNAL_DEV}\" priority -10; policy accept;"
+        );
+        let _ = writeln!(
+            s,
+            "\t\tmeta protocol ip fib daddr type local ether daddr set meta mark map {}",
+            map(tenants.iter().map(|(_, g)| (
+                g.id,
+                crate::kernel::model::mac_str(&names::gateway_macvlan_mac(g.id))
+            )))
+        );
+        let _ = writeln!(s, "\t}}\n}}");
+    }
     s
 }
 

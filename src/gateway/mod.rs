@@ -44,7 +44,7 @@ pub enum GatewayError {
     )]
     ForeignTable { table: u32, routes: String },
     #[error(
-        "nft table inet {0} exists but was not made by tollgate (it has no tollgate version marker): rename or delete it; nothing was changed"
+        "nft table {0} exists but was not made by tollgate (it has no tollgate version marker): rename or delete it; nothing was changed"
     )]
     ForeignRuleset(&'static str),
     #[error(transparent)]

@@ -8,15 +8,28 @@ use crate::kernel::nft;
 pub use crate::kernel::nft::NftError;
 use crate::names::GATEWAY_NFT_TABLE as TABLE;
 
-/// Replaces our table with `ruleset` in one transaction.
+/// Removes both of our tables (inet: the ruleset; netdev: the external device's stamp), if
+/// they exist: `add` then `delete` in the same transaction is a no-op for an absent table.
+fn delete_text() -> String {
+    format!(
+        "table inet {TABLE}\ndelete table inet {TABLE}\ntable netdev {TABLE}\ndelete table netdev {TABLE}\n"
+    )
+}
+
+/// Replaces our tables with `ruleset` in one transaction.
 pub fn apply(ruleset: &str) -> Result<(), NftError> {
-    nft::load_text(&format!(
-        "table inet {TABLE}\ndelete table inet {TABLE}\n{ruleset}"
-    ))
+    nft::load_text(&format!("{}{ruleset}", delete_text()))
 }
 
 pub fn delete() -> Result<(), NftError> {
-    nft::load_text(&format!("table inet {TABLE}\ndelete table inet {TABLE}\n"))
+    nft::load_text(&delete_text())
+}
+
+/// True when a netdev table of our name exists (ours only if the inet table carries our marker).
+pub fn netdev_table_exists() -> Result<bool, NftError> {
+    Ok(nft::tables()?
+        .iter()
+        .any(|(f, n)| f == "netdev" && n == TABLE))
 }
 
 /// Our table as nft JSON, or None if it does not exist.

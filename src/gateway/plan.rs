@@ -7,7 +7,7 @@
 
 use super::desired::Desired;
 use super::observe::Observed;
-use crate::kernel::model::*;
+use crate::kernel::model::{rank as model_rank, *};
 use crate::names::GATEWAY_NFT_TABLE as NFT_TABLE;
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -165,9 +165,15 @@ pub fn plan(d: &Desired, o: &Observed, x: &Extra) -> Vec<Change> {
     // links
     let mut gone: BTreeSet<String> = BTreeSet::new(); // links whose contents vanish
     let mut links = d.links.clone();
-    links.sort_by_key(|l| (!l.is_vrf(), l.name.clone()));
+    links.sort_by_key(|l| (l.rank(), l.name.clone()));
     for l in &links {
+        // an upper device goes with its lower when that is recreated
+        let lower_gone = l.lower().is_some_and(|x| gone.contains(x));
         match o.links.iter().find(|ol| ol.name == l.name) {
+            _ if lower_gone => {
+                out.push(Change::CreateLink { link: l.clone() });
+                gone.insert(l.name.clone());
+            }
             None => {
                 out.push(Change::CreateLink { link: l.clone() });
                 gone.insert(l.name.clone());
@@ -251,7 +257,7 @@ pub fn plan(d: &Desired, o: &Observed, x: &Extra) -> Vec<Change> {
         });
     }
     let mut removed: Vec<_> = removed.into_iter().collect();
-    removed.sort_by_key(|l| (l.kind == "vrf", l.name.clone()));
+    removed.sort_by_key(|l| (std::cmp::Reverse(model_rank(&l.kind)), l.name.clone()));
     for ol in removed {
         out.push(Change::DeleteLink {
             link: ol.name.clone(),
@@ -280,7 +286,7 @@ pub fn destroy(
         out.push(Change::DeleteRoute { route: r.clone() });
     }
     let mut links: Vec<_> = o.links.iter().collect();
-    links.sort_by_key(|l| (l.kind == "vrf", l.name.clone()));
+    links.sort_by_key(|l| (std::cmp::Reverse(model_rank(&l.kind)), l.name.clone()));
     let ours_vrfs = links.iter().filter(|l| l.kind == "vrf").count();
     for l in links {
         out.push(Change::DeleteLink {

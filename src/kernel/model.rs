@@ -36,6 +36,11 @@ pub enum LinkKind {
         local: Option<Ipv4Addr>,
         remote: Option<Ipv4Addr>,
     },
+    /// A macvlan (private mode) on `lower`, with address `mac`.
+    Macvlan {
+        lower: String,
+        mac: [u8; 6],
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -73,6 +78,9 @@ impl Link {
                 ),
                 None => "gretap external".to_string(),
             },
+            LinkKind::Macvlan { lower, mac } => {
+                format!("macvlan on {lower} address {}", mac_str(mac))
+            }
         }
     }
 
@@ -82,6 +90,39 @@ impl Link {
 
     pub fn is_vrf(&self) -> bool {
         matches!(self.kind, LinkKind::Vrf { .. })
+    }
+
+    /// The device this one sits on (a macvlan's lower), if any.
+    pub fn lower(&self) -> Option<&str> {
+        match &self.kind {
+            LinkKind::Macvlan { lower, .. } => Some(lower),
+            _ => None,
+        }
+    }
+
+    /// Creation order: VRFs, then devices on nothing, then devices on those. Removal runs the
+    /// other way round (a lower device takes its uppers with it).
+    pub fn rank(&self) -> u8 {
+        rank(self.kind_name())
+    }
+
+    /// The kernel's name for the kind (`IFLA_INFO_KIND`).
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            LinkKind::Vrf { .. } => "vrf",
+            LinkKind::Vxlan { .. } => "vxlan",
+            LinkKind::Gretap { .. } => "gretap",
+            LinkKind::Macvlan { .. } => "macvlan",
+        }
+    }
+}
+
+/// [`Link::rank`] by the kernel's kind name.
+pub fn rank(kind: &str) -> u8 {
+    match kind {
+        "vrf" => 0,
+        "macvlan" => 2,
+        _ => 1,
     }
 }
 

@@ -19,7 +19,7 @@
 //! `fwd` has no target and the tenant's uploads to the gateway stop until it restarts (fails
 //! closed, like the netdev redirect).
 
-use super::nft::{concat, local_daddr, matches, meta, payload, port_expr, s};
+use super::nft::{concat, local_daddr_by, matches, meta, payload, port_expr, s};
 use nftables::batch::Batch;
 use nftables::expr::{BinaryOperation, Expression, MetaKey, NamedExpression};
 use nftables::schema::{
@@ -219,6 +219,10 @@ impl GatewayShaping {
             })));
             stmts
         };
+        // with VRFs, the gateway's address in the tenant network is in the VRF's table, on the
+        // tenant's ingress device (its tunnel, or the external device)
+        let in_vrf = self.tenants.iter().any(|t| t.vrf.is_some());
+        let local_daddr = || local_daddr_by(in_vrf);
         let by_all = stamp_and_fwd(vec![local_daddr(), matches(self.key_expr(), s("@all"))]);
         let by_port = stamp_and_fwd(vec![
             local_daddr(),

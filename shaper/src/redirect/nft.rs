@@ -127,10 +127,21 @@ pub(super) fn matches(left: Expression<'static>, right: Expression<'static>) -> 
 }
 
 pub(super) fn local_daddr() -> Statement<'static> {
+    local_daddr_by(false)
+}
+
+/// `fib daddr [. iif] type local`. With `iif`, the lookup is in the ingress device's VRF and
+/// the address must be on that device: a VRF's local addresses are in the VRF's table, which a
+/// plain `fib daddr type local` (the local table) does not see.
+pub(super) fn local_daddr_by(iif: bool) -> Statement<'static> {
+    let mut flags: std::collections::HashSet<FibFlag> = [FibFlag::Daddr].into_iter().collect();
+    if iif {
+        flags.insert(FibFlag::Iif);
+    }
     matches(
         Expression::Named(NamedExpression::Fib(Fib {
             result: FibResult::Type,
-            flags: [FibFlag::Daddr].into_iter().collect(),
+            flags,
         })),
         s("local"),
     )

@@ -70,8 +70,26 @@ fn per_tenant_table_vxlan() {
 fn external_vrf_gretap_with_offload() {
     let d = build(&config("gretap", "external", "vrf"), &public(), true);
     let names: Vec<&str> = d.links.iter().map(|l| l.name.as_str()).collect();
-    assert_eq!(names, vec!["tgtun", "tgv1000", "tgv2000"]);
+    assert_eq!(
+        names,
+        vec!["tgtun", "tgv1000", "tgv2000", "tge1000", "tge2000"]
+    );
     assert_eq!(d.links[0].spec(), "gretap external");
+    // each tenant's traffic to the gateway enters its VRF on its macvlan of the external device
+    assert_eq!(
+        d.links[3].spec(),
+        "macvlan on tgtun address 02:67:00:00:03:e8"
+    );
+    assert_eq!(d.links[3].master.as_deref(), Some("tgv1000"));
+    let rs = &d.ruleset;
+    assert!(rs.contains("table netdev tollgate_gw"), "{rs}");
+    assert!(
+        rs.contains(
+            "ether daddr set meta mark map { 1000 : 02:67:00:00:03:e8, 2000 : 02:67:00:00:07:d0 }"
+        ),
+        "{rs}"
+    );
+    assert!(rs.contains("\"tge2000\" : 2000"), "{rs}");
     // one /32 for the shared gateway IP, one neighbour per tenant
     assert_eq!(d.addresses.len(), 1);
     let n: Vec<String> = d.neighs.iter().map(|n| n.to_string()).collect();

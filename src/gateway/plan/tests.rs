@@ -26,11 +26,7 @@ fn applied(d: &Desired) -> (Observed, Extra) {
                 spec: l.spec(),
                 master: l.master.clone(),
                 up: true,
-                kind: if l.is_vrf() {
-                    "vrf".into()
-                } else {
-                    "gretap".into()
-                },
+                kind: l.kind_name().into(),
             })
             .collect(),
         addresses: d.addresses.iter().cloned().collect(),
@@ -207,4 +203,39 @@ fn destroy_removes_ours_and_the_kernels_l3mdev_rule_only_if_we_caused_it() {
     let mut others = o.clone();
     others.vrf_count = 3; // an operator's VRF still needs the rule
     assert!(!destroy(&others, &x, &restore, false).contains(&Change::DeleteL3mdevRule));
+}
+
+fn link_changes(changes: &[Change]) -> Vec<String> {
+    changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::CreateLink { link } => Some(format!("+{}", link.name)),
+            Change::RecreateLink { link, .. } => Some(format!("~{}", link.name)),
+            Change::DeleteLink { link } => Some(format!("-{link}")),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Macvlans sit on the external device: made after it, removed before it, and made again when
+/// it is recreated (the kernel removes them with it).
+#[test]
+fn uppers_follow_their_lower() {
+    let d = desired("external");
+    assert_eq!(
+        link_changes(&plan(&d, &Observed::default(), &Extra::default())),
+        vec!["+tgv1000", "+tgv2000", "+tgtun", "+tge1000", "+tge2000"]
+    );
+    let (mut o, x) = applied(&d);
+    o.links.iter_mut().find(|l| l.name == "tgtun").unwrap().spec =
+        "gretap key 9 local any remote any".into();
+    assert_eq!(
+        link_changes(&plan(&d, &o, &x)),
+        vec!["~tgtun", "+tge1000", "+tge2000"]
+    );
+    let (o, x) = applied(&d);
+    assert_eq!(
+        link_changes(&destroy(&o, &x, &[], true)),
+        vec!["-tge1000", "-tge2000", "-tgtun", "-tgv1000", "-tgv2000"]
+    );
 }

@@ -71,6 +71,11 @@ impl Netlink {
                 }
                 b.build()
             }
+            LinkKind::Macvlan { lower, mac } => {
+                LinkMacVlan::new(&l.name, self.link_index(lower)?, MacVlanMode::Private)
+                    .address(mac.to_vec())
+                    .build()
+            }
         };
         let h = self.handle.clone();
         let what = format!("create {l}");
