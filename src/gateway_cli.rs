@@ -100,6 +100,17 @@ pub fn show(path: &Path, json: bool) -> anyhow::Result<()> {
         for e in &t.eips {
             println!("  eip {e}");
         }
+        if let Some(u) = &t.upload {
+            let rate = tollgate::config::units::format_rate(u.rate_bits_per_sec / 8);
+            match &u.shaped_by {
+                Some(s) => println!(
+                    "  upload {rate}: shaped by tollgate-shaper{} on {}",
+                    s.pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+                    s.tap
+                ),
+                None => println!("  upload {rate}: NOT shaped (no tollgate-shaper serves it)"),
+            }
+        }
         for rt in &t.routes {
             println!("  {rt}");
         }

@@ -783,13 +783,18 @@ fn gateway_tenants_are_shaped(mode: &str) {
                 .args(args)
                 .output()
                 .expect("tollgate");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "tollgate {args:?}:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(out.status.code(), Some(0), "tollgate {args:?}:\n{text}");
-        text
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let shaped_by = || {
+        let v: serde_json::Value =
+            serde_json::from_str(&tollgate(&["show", "--json", "-c", c])).expect("show --json");
+        v["tenants"][1]["upload"]["shaped_by"].clone()
     };
     tollgate(&["apply", "-c", c]);
     let mut cmd = g.gw.command(shaper_bin());
@@ -843,6 +848,7 @@ fn gateway_tenants_are_shaped(mode: &str) {
         .expect("wait")
         .expect("exit");
     assert!(st.success(), "{}", shaper.log_text());
+    assert!(shaped_by().is_null());
     assert!(tollgate(&["plan", "-c", c]).contains("no changes"));
     tollgate(&["destroy", "-c", c]);
     assert_eq!(before, g.gw.snapshot().expect("snapshot"));

@@ -18,7 +18,9 @@ pub mod probe;
 mod show;
 
 pub use apply::{apply, destroy, lock, plan_destroy};
-pub use show::{FirewallCounter, OffloadReport, Report, TenantReport, show};
+pub use show::{
+    FirewallCounter, OffloadReport, Report, ShaperRef, TenantReport, UploadReport, show,
+};
 
 use crate::config::{Config, GatewayConfig, Isolation, Offload, Tunnel, TunnelMode};
 use crate::kernel::netlink::{Netlink, NetlinkError};
@@ -72,6 +74,8 @@ pub struct Prepared {
     pub warnings: Vec<String>,
     /// Our nft table as `nft -j` lists it (None if absent).
     pub listing: Option<serde_json::Value>,
+    /// Everything the kernel showed (ours and not), for reports.
+    pub snapshot: crate::kernel::netlink::Snapshot,
 }
 
 fn gateway(config: &Config) -> Result<&GatewayConfig, GatewayError> {
@@ -181,5 +185,6 @@ pub fn prepare(config: &Config) -> Result<Prepared, GatewayError> {
         offload,
         warnings,
         listing,
+        snapshot,
     })
 }

@@ -132,6 +132,7 @@ mod tests {
             alias: alias.map(str::to_string),
             kind: kind.into(),
             master: None,
+            lower: None,
             up: true,
         }
     }

@@ -14,6 +14,24 @@ pub struct TenantReport {
     pub routes: Vec<String>,
     pub eips: Vec<String>,
     pub firewall: Vec<FirewallCounter>,
+    /// The tenant's upload limit, when it has one, and who enforces it.
+    pub upload: Option<UploadReport>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct UploadReport {
+    /// Configured rate, bits per second (IP bytes).
+    pub rate_bits_per_sec: u64,
+    /// The shaper enforcing it: the tenant's macvlan exists on its TAP; None when no shaper
+    /// is running for it (the upload is then not limited).
+    pub shaped_by: Option<ShaperRef>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct ShaperRef {
+    pub tap: String,
+    /// The process holding the TAP (None if it could not be read from /proc).
+    pub pid: Option<u32>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -68,6 +86,22 @@ pub fn show(config: &Config) -> Result<Report, GatewayError> {
                 .map(|r| r.to_string())
                 .collect(),
             eips: g.eips.iter().map(|(a, b)| format!("{a} -> {b}")).collect(),
+            upload: t.shaping.map(|sh| {
+                let mv = names::shaper_macvlan(g.id);
+                let shaped_by = p
+                    .snapshot
+                    .link(&mv)
+                    .and_then(|l| l.lower)
+                    .and_then(|i| p.snapshot.links.iter().find(|x| x.index == i))
+                    .map(|tap| ShaperRef {
+                        tap: tap.name.clone(),
+                        pid: crate::kernel::tap::owner_pid(&tap.name),
+                    });
+                UploadReport {
+                    rate_bits_per_sec: sh.rate.saturating_mul(8),
+                    shaped_by,
+                }
+            }),
             firewall: counters
                 .iter()
                 .filter(|(c, ..)| *c == chain_in || *c == chain_out)

@@ -237,3 +237,25 @@ impl Ctl {
         Ok(())
     }
 }
+
+/// The process holding TAP `name` open (the daemon serving it), found in `/proc/*/fdinfo`: the
+/// kernel writes `iff:\t<name>` there for a TUN/TAP descriptor.
+pub fn owner_pid(name: &str) -> Option<u32> {
+    let want = format!("iff:\t{name}");
+    for p in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(p.path().join("fdinfo")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if std::fs::read_to_string(fd.path())
+                .is_ok_and(|t| t.lines().any(|l| l.trim_end() == want))
+            {
+                return Some(pid);
+            }
+        }
+    }
+    None
+}

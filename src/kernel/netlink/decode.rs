@@ -34,6 +34,8 @@ pub struct LinkState {
     pub kind: String,
     /// Index of the device it is enslaved to.
     pub master: Option<u32>,
+    /// Index of the device it sits on (`IFLA_LINK`: a macvlan's lower), when another one.
+    pub lower: Option<u32>,
     pub up: bool,
 }
 
@@ -44,6 +46,7 @@ pub fn link(m: &LinkMessage) -> Option<LinkState> {
         alias: None,
         kind: String::new(),
         master: None,
+        lower: None,
         up: m.header.flags.contains(LinkFlags::Up),
     };
     for a in &m.attributes {
@@ -51,6 +54,7 @@ pub fn link(m: &LinkMessage) -> Option<LinkState> {
             LinkAttribute::IfName(n) => l.name = n.clone(),
             LinkAttribute::IfAlias(s) => l.alias = Some(s.clone()),
             LinkAttribute::Controller(i) => l.master = Some(*i),
+            LinkAttribute::Link(i) if *i != m.header.index && *i != 0 => l.lower = Some(*i),
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
                     if let LinkInfo::Kind(k) = i {
@@ -237,6 +241,7 @@ mod tests {
             LinkAttribute::IfName("tgtun".into()),
             LinkAttribute::IfAlias("tollgate: gretap external".into()),
             LinkAttribute::Controller(9),
+            LinkAttribute::Link(1),
             LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::GreTap)]),
         ];
         let l = link(&m).unwrap();
@@ -244,6 +249,7 @@ mod tests {
         assert_eq!(l.alias.as_deref(), Some("tollgate: gretap external"));
         assert_eq!(l.kind, "gretap");
         assert_eq!(l.master, Some(9));
+        assert_eq!(l.lower, Some(1));
         assert!(l.up);
         assert!(link(&LinkMessage::default()).is_none(), "no name, no link");
     }
