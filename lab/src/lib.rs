@@ -353,6 +353,24 @@ impl UploadLab {
 
 pub use tollgate::config::examples::gateway_variant as gateway_config;
 
+/// [`gateway_config`] with both tenants' uploads shaped (user1 20 Mbit/s as in the example,
+/// user2 50 Mbit/s) and a `[shaper]` section holding only the TAP and its `state_dir`.
+pub fn shaped_gateway_config(
+    tunnel: &str,
+    mode: &str,
+    isolation: &str,
+    offload: &str,
+    state_dir: &Path,
+) -> String {
+    gateway_config(tunnel, mode, isolation, offload, Some(state_dir)).replace(
+        "deny_out = [\"tcp/23\"]",
+        "deny_out = [\"tcp/23\"]\nupload = \"50mbit\"",
+    ) + &format!(
+        "\n[shaper]\ntap = \"tg0\"\nstate_dir = \"{}\"\n",
+        state_dir.display()
+    )
+}
+
 /// Starts `iperf3 -s` in `ns` on `port` (bound to device `dev` when given, e.g. a VRF) and
 /// waits until it listens; its log goes to `dir`.
 pub fn iperf3_server(ns: &Netns, dir: &Path, port: u16, dev: Option<&str>) -> Result<Proc> {

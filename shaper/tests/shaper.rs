@@ -747,21 +747,13 @@ fn corrupt_journal_refuses_to_start() {
     assert_eq!(before, lab.srv.snapshot().expect("snapshot"));
 }
 
-/// The gateway example with both tenants shaped (user1 20 Mbit/s, user2 50 Mbit/s) and a
-/// `[shaper]` section holding only the TAP (and where to write its counters).
 fn shaped_gateway_config(
     tunnel: &str,
     mode: &str,
     isolation: &str,
     state: &std::path::Path,
 ) -> String {
-    lab::gateway_config(tunnel, mode, isolation, "off", Some(state)).replace(
-        "deny_out = [\"tcp/23\"]",
-        "deny_out = [\"tcp/23\"]\nupload = \"50mbit\"",
-    ) + &format!(
-        "\n[shaper]\ntap = \"tg0\"\nstate_dir = \"{}\"\n",
-        state.display()
-    )
+    lab::shaped_gateway_config(tunnel, mode, isolation, "off", state)
 }
 
 /// Two gateway tenants, both 10.0.0.7, upload to the gateway at once: each is held to its own

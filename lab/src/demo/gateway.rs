@@ -5,9 +5,10 @@
 //! The reference design needs VRF, gretap and a flowtable; on a kernel without them the demo
 //! says so and uses the variant this kernel supports (vxlan, table isolation, no offload).
 
-use crate::{GatewayLab, connect, serve};
+use crate::{GatewayLab, Proc, connect, serve};
 use anyhow::{Context, bail};
 use std::process::Command;
+use std::time::Duration;
 use tollgate::gateway::probe::{self, Feature};
 
 fn tollgate(lab: &GatewayLab, args: &[&str]) -> anyhow::Result<(i32, String)> {
@@ -77,7 +78,7 @@ pub fn run() -> anyhow::Result<()> {
     let lab = GatewayLab::new("demog", tunnel).context("building the demo namespaces")?;
     let cfg = lab.dir.path().join("tollgate.toml");
     let state = lab.dir.path().join("state");
-    let text = crate::gateway_config(tunnel, mode, isolation, "auto", Some(&state));
+    let text = crate::shaped_gateway_config(tunnel, mode, isolation, "auto", &state);
     std::fs::write(&cfg, text)?;
     let c = cfg.to_str().context("config path is not UTF-8")?;
     let before = lab.gw.snapshot()?;
@@ -171,8 +172,17 @@ pub fn run() -> anyhow::Result<()> {
         "(both tenants are 10.0.0.7: the banners show each EIP reaches its own tenant, and each\n tenant leaves with its own EIP as source)\n"
     );
 
+    let shaper = shaped_uploads(&lab, &cfg, isolation)?;
+    all &= shaper.1;
+
     let (_, out) = tollgate(&lab, &["show", "-c", c])?;
-    println!("$ tollgate show\n{}", indent(&out));
+    println!(
+        "$ tollgate show   (while tollgate-shaper runs)\n{}",
+        indent(&out)
+    );
+    let mut shaper = shaper.0;
+    shaper.signal(libc::SIGTERM);
+    shaper.wait_timeout(Duration::from_secs(10))?;
     let (code, out) = tollgate(&lab, &["destroy", "-c", c])?;
     if code != 0 {
         bail!("tollgate destroy failed:\n{out}");
@@ -194,4 +204,66 @@ pub fn run() -> anyhow::Result<()> {
         bail!("the gateway demo did not behave as expected");
     }
     Ok(())
+}
+
+/// Goodput band a shaped tenant must land in (rates count IP bytes, iperf3 reports TCP payload).
+const BAND: (f64, f64) = (0.93, 1.02);
+
+/// Runs `tollgate-shaper` on the same file and lets both tenants (both 10.0.0.7) upload to
+/// the gateway's address at once; prints configured vs achieved. Returns the running shaper
+/// and whether both landed in the band.
+fn shaped_uploads(
+    lab: &GatewayLab,
+    cfg: &std::path::Path,
+    isolation: &str,
+) -> anyhow::Result<(Proc, bool)> {
+    let mut cmd = lab.gw.command(crate::sibling_binary("tollgate-shaper")?);
+    cmd.arg("--config").arg(cfg).env("RUST_LOG", "warn");
+    let shaper = Proc::spawn(cmd, &lab.dir.path().join("shaper.log"))?;
+    let up = crate::wait_until(Duration::from_secs(10), || {
+        lab.gw
+            .ip(&["link", "show", "tgs2000"])
+            .is_ok_and(|o| o.contains("UP"))
+    });
+    if !up {
+        bail!("tollgate-shaper did not start:\n{}", shaper.log_text());
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // with VRFs each tenant's service listens in its own VRF on the same port; without, two ports
+    let (p1, p2, d1, d2) = if isolation == "vrf" {
+        (5201, 5201, Some("tgv1000"), Some("tgv2000"))
+    } else {
+        (5201, 5202, None, None)
+    };
+    let _s1 = crate::iperf3_server(&lab.gw, lab.dir.path(), p1, d1)?;
+    let _s2 = crate::iperf3_server(&lab.gw, lab.dir.path(), p2, d2)?;
+    let secs = 8;
+    println!(
+        "$ tollgate-shaper -c tollgate.toml   (same file; [shaper] holds only tap = \"tg0\")\n    user1 and user2 (both 10.0.0.7) upload to 10.0.0.1 at once for {secs} s..."
+    );
+    let u1 = crate::iperf3_client(&lab.t1, lab.dir.path(), None, "10.0.0.1", p1, secs)?;
+    let u2 = crate::iperf3_client(&lab.t2, lab.dir.path(), None, "10.0.0.1", p2, secs)?;
+    let timeout = Duration::from_secs(u64::from(secs) + 20);
+    let r1 = crate::finish_upload(u1, timeout)?.received_bps;
+    let r2 = crate::finish_upload(u2, timeout)?.received_bps;
+    println!(
+        "    {:<8} {:>12} {:>14} {:>7}",
+        "tenant", "configured", "achieved", "ratio"
+    );
+    let mut ok = true;
+    for (name, rate, got) in [("user1", 20e6, r1), ("user2", 50e6, r2)] {
+        let ratio = got / rate;
+        let inside = (BAND.0..=BAND.1).contains(&ratio);
+        ok &= inside;
+        println!(
+            "    {name:<8} {:>9.3}Mbit {:>11.3}Mbit {ratio:>7.3}{}",
+            rate / 1e6,
+            got / 1e6,
+            if inside { "" } else { "  OUT OF BAND" }
+        );
+    }
+    println!(
+        "    (the ideal is 0.965: a rate counts whole IP packets, iperf3 reports TCP payload)\n"
+    );
+    Ok((shaper, ok))
 }
