@@ -43,6 +43,7 @@ pub fn plan(path: &Path, ruleset: bool) -> anyhow::Result<Outcome> {
         print_changes(&p.changes);
         Outcome::ChangesPending
     };
+    println!("{}", gateway::desired::rule_cost(&p.desired));
     if ruleset {
         println!("\n{}", p.desired.ruleset);
     }

@@ -149,6 +149,11 @@ fn check(path: &Path, offline: bool) -> anyhow::Result<()> {
             ),
         }
     }
+    if config.gateway.is_some() {
+        // the public device's subnets only add routes, not rules: none are needed here
+        let d = tollgate::gateway::desired::build(&config, &[], false);
+        println!("{}", tollgate::gateway::desired::rule_cost(&d));
+    }
     println!("{}: OK", path.display());
     Ok(())
 }

@@ -435,26 +435,49 @@ impl Cx<'_> {
                 ));
             }
         }
-        for (i, t) in tenants.iter().enumerate() {
-            for u in tenants.iter().take(i) {
-                for (k, a) in t.sources.iter().enumerate() {
-                    if let Some(b) = u.sources.iter().find(|b| a.overlaps(b)) {
-                        let at = raw[i]
-                            .get_ref()
-                            .sources
-                            .as_ref()
-                            .and_then(|v| v.get_ref().get(k).map(|s| s.span().start))
-                            .unwrap_or(raw[i].span().start);
-                        return Err(self.err_at(
-                            at,
-                            &format!("tenant[{i}].sources"),
-                            &format!(
-                                "{a} of tenant {:?} overlaps {b} of tenant {:?}: a source must belong to one tenant",
-                                t.name, u.name
-                            ),
-                        ));
-                    }
-                }
+        // sources of different tenants must not overlap: sort every source by its first
+        // address and sweep, keeping the one reaching furthest (n log n, not n^2 pairs)
+        let mut all: Vec<(u32, u32, usize, usize)> = tenants
+            .iter()
+            .enumerate()
+            .flat_map(|(i, t)| {
+                t.sources
+                    .iter()
+                    .enumerate()
+                    .map(move |(k, s)| (s.first(), s.last(), i, k))
+            })
+            .collect();
+        all.sort_unstable();
+        let mut reach: Option<(u32, usize, usize)> = None; // (last, tenant, source)
+        for &(first, last, i, k) in &all {
+            if let Some((r_last, j, l)) = reach
+                && first <= r_last
+                && j != i
+            {
+                // name the later tenant (in file order) as the one at fault
+                let ((i, k), (u, m)) = if i > j {
+                    ((i, k), (j, l))
+                } else {
+                    ((j, l), (i, k))
+                };
+                let (t, other) = (&tenants[i], &tenants[u]);
+                let at = raw[i]
+                    .get_ref()
+                    .sources
+                    .as_ref()
+                    .and_then(|v| v.get_ref().get(k).map(|s| s.span().start))
+                    .unwrap_or(raw[i].span().start);
+                return Err(self.err_at(
+                    at,
+                    &format!("tenant[{i}].sources"),
+                    &format!(
+                        "{} of tenant {:?} overlaps {} of tenant {:?}: a source must belong to one tenant",
+                        t.sources[k], t.name, other.sources[m], other.name
+                    ),
+                ));
+            }
+            if reach.is_none_or(|(r_last, ..)| last > r_last) {
+                reach = Some((last, i, k));
             }
         }
         Ok(())

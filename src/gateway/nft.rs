@@ -32,13 +32,23 @@ pub fn netdev_table_exists() -> Result<bool, NftError> {
         .any(|(f, n)| f == "netdev" && n == TABLE))
 }
 
-/// Our table as nft JSON, or None if it does not exist.
+/// Our nft table as nft JSON (terse: without set elements), or None if it does not exist.
 pub fn list() -> Result<Option<serde_json::Value>, NftError> {
     nft::list_table("inet", TABLE)
 }
 
-/// The version marker of the applied ruleset: None without table, Some("") if the table exists
-/// without a marker (made or edited by hand).
+/// The version marker of the applied ruleset, read from its first chain only: None without
+/// table, Some("") if the table exists without a marker (not made by tollgate, or edited by
+/// hand).
+pub fn marker() -> Result<Option<String>, NftError> {
+    match nft::list_chain("inet", TABLE, "pre_raw")? {
+        nft::Listing::Found(v) => Ok(digest(&Some(v))),
+        nft::Listing::NoTable => Ok(None),
+        nft::Listing::NoChain => Ok(Some(String::new())),
+    }
+}
+
+/// The version marker in a listing: None without one, Some("") if it has no marker.
 pub fn digest(listing: &Option<serde_json::Value>) -> Option<String> {
     let v = listing.as_ref()?;
     let marker = v["nftables"]

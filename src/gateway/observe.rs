@@ -32,6 +32,8 @@ pub struct Observed {
     pub neighs: Vec<Neigh>,
     /// Index -> name of every link.
     pub names: BTreeMap<u32, String>,
+    /// Name -> index of every link.
+    pub indexes: BTreeMap<String, u32>,
     /// The `l3mdev` rule the kernel adds with the first VRF.
     pub l3mdev_rule: bool,
     /// Number of VRF devices, ours or not.
@@ -40,7 +42,7 @@ pub struct Observed {
 
 impl Observed {
     pub fn index(&self, name: &str) -> Option<u32> {
-        self.names.iter().find(|(_, n)| *n == name).map(|(i, _)| *i)
+        self.indexes.get(name).copied()
     }
 }
 
@@ -65,7 +67,9 @@ pub fn observe(s: &Snapshot) -> Observed {
             })
         })
         .collect();
-    let ours = |dev: &str| links.iter().any(|l| l.name == dev);
+    let our_names: std::collections::BTreeSet<&str> =
+        links.iter().map(|l| l.name.as_str()).collect();
+    let ours = |dev: &str| our_names.contains(dev);
     Observed {
         addresses: s
             .addresses
@@ -88,6 +92,7 @@ pub fn observe(s: &Snapshot) -> Observed {
         neighs: s.neighs.iter().filter(|n| ours(&n.dev)).cloned().collect(),
         l3mdev_rule: s.rules.iter().any(|r| r.l3mdev),
         vrf_count: s.links.iter().filter(|l| l.kind == "vrf").count(),
+        indexes: names.iter().map(|(i, n)| (n.clone(), *i)).collect(),
         names,
         links,
     }
@@ -97,10 +102,12 @@ pub fn observe(s: &Snapshot) -> Observed {
 /// (protocol 246) nor the kernel's own routes for addresses on our devices. A table that holds
 /// such a route is someone else's, and the gateway refuses to merge tenants into it.
 pub fn foreign_routes<'a>(s: &'a Snapshot, o: &Observed, tables: &[u32]) -> Vec<&'a Route> {
+    let tables: std::collections::BTreeSet<u32> = tables.iter().copied().collect();
+    let ours: std::collections::BTreeSet<&str> = o.links.iter().map(|l| l.name.as_str()).collect();
     s.routes
         .iter()
         .filter(|r| tables.contains(&r.table))
-        .filter(|r| r.proto != RTPROT_GATEWAY && !o.links.iter().any(|l| l.name == r.dev))
+        .filter(|r| r.proto != RTPROT_GATEWAY && !ours.contains(r.dev.as_str()))
         .collect()
 }
 

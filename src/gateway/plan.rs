@@ -166,10 +166,12 @@ pub fn plan(d: &Desired, o: &Observed, x: &Extra) -> Vec<Change> {
     let mut gone: BTreeSet<String> = BTreeSet::new(); // links whose contents vanish
     let mut links = d.links.clone();
     links.sort_by_key(|l| (l.rank(), l.name.clone()));
+    let observed: std::collections::HashMap<&str, &super::observe::ObservedLink> =
+        o.links.iter().map(|l| (l.name.as_str(), l)).collect();
     for l in &links {
         // an upper device goes with its lower when that is recreated
         let lower_gone = l.lower().is_some_and(|x| gone.contains(x));
-        match o.links.iter().find(|ol| ol.name == l.name) {
+        match observed.get(l.name.as_str()).copied() {
             _ if lower_gone => {
                 out.push(Change::CreateLink { link: l.clone() });
                 gone.insert(l.name.clone());

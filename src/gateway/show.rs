@@ -60,9 +60,41 @@ pub struct OffloadReport {
 
 pub fn show(config: &Config) -> Result<Report, GatewayError> {
     let p = prepare(config)?;
-    let listing = &p.listing;
+    let listing = &nft::list()?;
     let counters = listing.as_ref().map(nft::counters).unwrap_or_default();
     let gw = gateway(config)?;
+    // index everything once: a tenant's lookups are then map reads, not scans (10,000 tenants)
+    use std::collections::{BTreeMap, BTreeSet, HashMap};
+    let ours: BTreeSet<&str> = p.observed.links.iter().map(|l| l.name.as_str()).collect();
+    let mut routes: HashMap<u32, Vec<String>> = HashMap::new();
+    for r in &p.observed.routes {
+        routes.entry(r.table).or_default().push(r.to_string());
+    }
+    let mut by_chain: HashMap<&str, Vec<FirewallCounter>> = HashMap::new();
+    for (c, r, pk, by) in &counters {
+        by_chain
+            .entry(c.as_str())
+            .or_default()
+            .push(FirewallCounter {
+                chain: c.clone(),
+                rule: r.clone(),
+                packets: *pk,
+                bytes: *by,
+            });
+    }
+    let links: HashMap<&str, &crate::kernel::netlink::decode::LinkState> = p
+        .snapshot
+        .links
+        .iter()
+        .map(|l| (l.name.as_str(), l))
+        .collect();
+    let by_index: HashMap<u32, &str> = p
+        .snapshot
+        .links
+        .iter()
+        .map(|l| (l.index, l.name.as_str()))
+        .collect();
+    let mut owners: BTreeMap<String, Option<u32>> = BTreeMap::new();
     let mut tenants = Vec::new();
     for (t, g) in config.gateway_tenants() {
         let mut devices = vec![super::desired::tenant_device(gw, g)];
@@ -71,46 +103,35 @@ pub fn show(config: &Config) -> Result<Report, GatewayError> {
         }
         let devices = devices
             .into_iter()
-            .filter(|d| p.observed.links.iter().any(|l| &l.name == d))
+            .filter(|d| ours.contains(d.as_str()))
             .collect();
         let (chain_in, chain_out) = (names::chain_in(g.id), names::chain_out(g.id));
         tenants.push(TenantReport {
             name: t.name.clone(),
             id: g.id,
             devices,
-            routes: p
-                .observed
-                .routes
-                .iter()
-                .filter(|r| r.table == g.id)
-                .map(|r| r.to_string())
-                .collect(),
+            routes: routes.remove(&g.id).unwrap_or_default(),
             eips: g.eips.iter().map(|(a, b)| format!("{a} -> {b}")).collect(),
             upload: t.shaping.map(|sh| {
                 let mv = names::shaper_macvlan(g.id);
-                let shaped_by = p
-                    .snapshot
-                    .link(&mv)
+                let shaped_by = links
+                    .get(mv.as_str())
                     .and_then(|l| l.lower)
-                    .and_then(|i| p.snapshot.links.iter().find(|x| x.index == i))
+                    .and_then(|i| by_index.get(&i))
                     .map(|tap| ShaperRef {
-                        tap: tap.name.clone(),
-                        pid: crate::kernel::tap::owner_pid(&tap.name),
+                        tap: tap.to_string(),
+                        pid: *owners
+                            .entry(tap.to_string())
+                            .or_insert_with(|| crate::kernel::tap::owner_pid(tap)),
                     });
                 UploadReport {
                     rate_bits_per_sec: sh.rate.saturating_mul(8),
                     shaped_by,
                 }
             }),
-            firewall: counters
+            firewall: [chain_in, chain_out]
                 .iter()
-                .filter(|(c, ..)| *c == chain_in || *c == chain_out)
-                .map(|(c, r, pk, by)| FirewallCounter {
-                    chain: c.clone(),
-                    rule: r.clone(),
-                    packets: *pk,
-                    bytes: *by,
-                })
+                .flat_map(|c| by_chain.remove(c.as_str()).unwrap_or_default())
                 .collect(),
         });
     }

@@ -85,12 +85,54 @@ fn parse_tables(v: &serde_json::Value) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Table `family name` as `nft -j` lists it, or None when there is no such table.
+/// Table `family name` as `nft -j -t` lists it (terse: no set elements), or None when there
+/// is no such table.
 pub fn list_table(family: &str, name: &str) -> Result<Option<serde_json::Value>, NftError> {
-    if !tables()?.iter().any(|(f, n)| f == family && n == name) {
-        return Ok(None);
+    match run(&["-j", "-t", "list", "table", family, name], None) {
+        Ok(out) => json(&out).map(Some),
+        // a failure means no such table only if the table list says so; else it is an error
+        Err(e) if has_table(family, name)? => Err(e),
+        Err(_) => Ok(None),
     }
-    json(&run(&["-j", "list", "table", family, name], None)?).map(Some)
+}
+
+/// What listing one chain found.
+#[derive(Debug)]
+pub enum Listing {
+    Found(serde_json::Value),
+    NoTable,
+    NoChain,
+}
+
+/// Chain `chain` of table `family name`, as `nft -j -t` lists it: far cheaper than the whole
+/// table when the table is large.
+pub fn list_chain(family: &str, name: &str, chain: &str) -> Result<Listing, NftError> {
+    match run(&["-j", "-t", "list", "chain", family, name, chain], None) {
+        Ok(out) => json(&out).map(Listing::Found),
+        Err(e) => {
+            if !has_table(family, name)? {
+                return Ok(Listing::NoTable);
+            }
+            // the table is there: is the chain?
+            match run(&["-j", "-t", "list", "chains", family], None) {
+                Ok(out) if !chain_listed(&json(&out)?, name, chain) => Ok(Listing::NoChain),
+                _ => Err(e),
+            }
+        }
+    }
+}
+
+fn has_table(family: &str, name: &str) -> Result<bool, NftError> {
+    Ok(tables()?.iter().any(|(f, n)| f == family && n == name))
+}
+
+fn chain_listed(v: &serde_json::Value, table: &str, chain: &str) -> bool {
+    v["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o.get("chain"))
+        .any(|c| c["table"] == table && c["name"] == chain)
 }
 
 #[cfg(test)]
@@ -106,5 +148,12 @@ mod tests {
             vec![("inet".to_string(), "tollgate_gw".to_string())]
         );
         assert!(super::json("not json").is_err());
+        let chains = super::json(
+            r#"{"nftables":[{"chain":{"family":"inet","table":"tollgate_gw","name":"pre_raw"}}]}"#,
+        )
+        .unwrap();
+        assert!(super::chain_listed(&chains, "tollgate_gw", "pre_raw"));
+        assert!(!super::chain_listed(&chains, "tollgate_gw", "forward"));
+        assert!(!super::chain_listed(&chains, "other", "pre_raw"));
     }
 }

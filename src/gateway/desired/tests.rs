@@ -178,3 +178,14 @@ fn firewall_chains_are_per_id_not_per_name() {
         "{in_1000}"
     );
 }
+
+#[test]
+fn rule_cost_counts_rules() {
+    let d = build(&config("vxlan", "external", "table"), &public(), false);
+    let line = rule_cost(&d);
+    // 2 tenants: fwmark rule each, tun_id rule each, one prohibit
+    assert!(
+        line.starts_with("policy rules: 5 (a negligible cost)"),
+        "{line}"
+    );
+}

@@ -9,6 +9,15 @@ use rtnetlink::{LinkGre, LinkMacVlan, LinkUnspec, LinkVeth, LinkVrf, LinkVxlan};
 impl Netlink {
     /// The index of device `name`.
     pub fn link_index(&self, name: &str) -> Result<u32, NetlinkError> {
+        if let Some(i) = self.indexes.borrow().get(name) {
+            return Ok(*i);
+        }
+        let i = self.link_index_uncached(name)?;
+        self.indexes.borrow_mut().insert(name.to_string(), i);
+        Ok(i)
+    }
+
+    fn link_index_uncached(&self, name: &str) -> Result<u32, NetlinkError> {
         let h = self.handle.clone();
         let n = name.to_string();
         self.run(async move {
@@ -147,6 +156,7 @@ impl Netlink {
 
     pub fn link_delete(&self, name: &str) -> Result<(), NetlinkError> {
         let idx = self.link_index(name)?;
+        self.indexes.borrow_mut().remove(name);
         let h = self.handle.clone();
         let what = format!("delete link {name}");
         self.run(async move { h.link().del(idx).execute().await.map_err(k(what)) })

@@ -82,6 +82,9 @@ impl Snapshot {
 pub struct Netlink {
     rt: tokio::runtime::Runtime,
     handle: Handle,
+    /// Device name -> index, learned as the builders look them up (one request per device,
+    /// not one per object on it); forgotten when this connection deletes the device.
+    indexes: std::cell::RefCell<std::collections::HashMap<String, u32>>,
 }
 
 impl Netlink {
@@ -95,7 +98,11 @@ impl Netlink {
             tokio::spawn(conn);
             Ok::<_, NetlinkError>(handle)
         })?;
-        Ok(Netlink { rt, handle })
+        Ok(Netlink {
+            rt,
+            handle,
+            indexes: Default::default(),
+        })
     }
 
     fn run<T>(&self, f: impl std::future::Future<Output = T>) -> T {
