@@ -5,7 +5,9 @@
 //! - [`names`]: every kernel name, derived from a tenant's unique id.
 //! - [`kernel`]: the only code that talks to the kernel (netlink, nft, sysctl, state, TAP).
 //! - [`gateway`]: the gateway control plane (plan, apply, show, destroy).
+//! - [`cli`]: logging and exit codes shared by the binaries.
 
+pub mod cli;
 pub mod config;
 pub mod gateway;
 pub mod kernel;

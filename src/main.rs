@@ -4,17 +4,22 @@ mod gateway_cli;
 
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
+use tollgate::cli::LogFormat;
 use tollgate::config::{Config, units::format_rate};
 use tollgate::kernel::device_exists;
 
 #[derive(Parser)]
 #[command(
     version,
-    about = "Multi-tenant Linux gateway: control plane and ingress shaping"
+    about = "Multi-tenant Linux gateway: control plane and ingress shaping",
+    after_help = tollgate::cli::EXIT_CODES_HELP
 )]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
+    /// Log format (plain text has colours only on a terminal).
+    #[arg(long, value_enum, global = true, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -27,7 +32,8 @@ enum Cmd {
         #[arg(long)]
         offline: bool,
     },
-    /// Print what `apply` would change; exit 0 when nothing, 2 when there are changes.
+    /// Print what `apply` would change; exit 0 when nothing, 2 when there are changes (and only
+    /// then).
     Plan {
         #[arg(long, short)]
         config: PathBuf,
@@ -55,14 +61,9 @@ enum Cmd {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let result = match Cli::parse().command {
+    let cli: Cli = tollgate::cli::parse_args();
+    tollgate::cli::init_logging("warn", cli.log_format);
+    let result = match cli.command {
         Cmd::Check { config, offline } => check(&config, offline).map(|()| Outcome::Done),
         Cmd::Plan { config, ruleset } => gateway_cli::plan(&config, ruleset),
         Cmd::Apply { config } => gateway_cli::apply(&config).map(|()| Outcome::Done),
@@ -70,11 +71,13 @@ fn main() -> std::process::ExitCode {
         Cmd::Destroy { config } => gateway_cli::destroy(&config).map(|()| Outcome::Done),
     };
     match result {
-        Ok(Outcome::ChangesPending) => std::process::ExitCode::from(2),
+        Ok(Outcome::ChangesPending) => {
+            std::process::ExitCode::from(tollgate::cli::EXIT_CHANGES_PENDING)
+        }
         Ok(Outcome::Done) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tollgate: {e:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(tollgate::cli::exit_code(e.as_ref()))
         }
     }
 }

@@ -35,7 +35,7 @@ fn check_accepts_the_example() {
 fn check_names_key_and_line() {
     let bad = include_str!("../examples/shaper.toml").replace("\"50mbit\"", "\"50 parsecs\"");
     let out = check(&bad);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(65));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("t.toml:14:") && err.contains("tenant[1].upload"),
@@ -54,7 +54,7 @@ fn check_refuses_missing_devices_unless_offline() {
         .arg(&path)
         .output()
         .expect("tollgate check");
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(65));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("shaper.interface") && err.contains("does not exist"),
@@ -78,7 +78,7 @@ fn check_accepts_the_gateway_example_and_names_bad_keys() {
         "\"203.0.113.11\" = \"10.0.0.7\"",
     );
     let out = check(&bad);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(65));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("t.toml:29:") && err.contains("tenant[1].eips"),
@@ -102,11 +102,33 @@ fn gateway_commands_refuse_bad_config_before_touching_anything() {
             .arg(&path)
             .output()
             .expect("tollgate");
-        assert_eq!(out.status.code(), Some(1), "{cmd}");
+        assert_eq!(out.status.code(), Some(65), "{cmd}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
             err.contains("tenant[1].allow_in") && err.contains("65535"),
             "{cmd}: {err}"
         );
     }
+}
+
+/// Exit codes: a usage error and an invalid config each have their own (documented in --help).
+#[test]
+fn exit_codes_tell_usage_and_config_errors_apart() {
+    let out = Command::new(common::tollgate_bin())
+        .args(["check", "--no-such-flag"])
+        .output()
+        .expect("tollgate");
+    assert_eq!(out.status.code(), Some(64), "usage error");
+    let out = check("[shaper]\ntap = 7\n");
+    assert_eq!(out.status.code(), Some(65), "config error");
+    let out = Command::new(common::tollgate_bin())
+        .arg("--help")
+        .output()
+        .expect("tollgate");
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("64 usage error") && help.contains("65 invalid config"),
+        "{help}"
+    );
 }

@@ -57,12 +57,18 @@ pub fn start_shaper(bin: &Path, lab: &UploadLab, config: &str, log: &str) -> Pro
 }
 
 /// Sends SIGTERM and asserts a clean exit 0.
-pub fn stop_shaper(mut p: Proc) {
-    p.signal(libc::SIGTERM);
+pub fn stop_shaper(p: Proc) {
+    stop_shaper_with(p, libc::SIGTERM);
+}
+
+/// Sends `signal` and asserts a clean exit 0 (every signal that ends the shaper stops it
+/// cleanly).
+pub fn stop_shaper_with(mut p: Proc, signal: i32) {
+    p.signal(signal);
     let st = p
         .wait_timeout(Duration::from_secs(10))
         .expect("waiting for shaper");
-    let st = st.unwrap_or_else(|| panic!("shaper ignored SIGTERM:\n{}", p.log_text()));
+    let st = st.unwrap_or_else(|| panic!("shaper ignored signal {signal}:\n{}", p.log_text()));
     assert!(st.success(), "shaper exited {st}:\n{}", p.log_text());
 }
 

@@ -142,7 +142,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
     )?);
     tap.set_nonblocking()
         .map_err(io_err("O_NONBLOCK on the TAP"))?;
-    tracing::info!(tap = %shaper.tap, mac = ?tap.mac(), "TAP up with vnet_hdr, csum and TSO offloads");
+    tracing::info!(tap = %shaper.tap, mac = %tollgate::kernel::model::mac_str(&tap.mac()), "TAP up with vnet_hdr, csum and TSO offloads");
 
     // 2. Undo what a run that died left behind. An unreadable record of what must be
     //    restored stops us here: starting anyway would lose the original values for good.

@@ -287,7 +287,13 @@ fn netdev_mode_fails_closed_and_restart_restores() {
 }
 
 fn sigterm_restores(mode: &str) {
-    let Some(_serial) = lab(&format!("sigterm_restores_{mode}")) else {
+    signal_restores(mode, libc::SIGTERM);
+}
+
+/// Starts the shaper on a strict rp_filter namespace, checks a second daemon refuses, stops
+/// the first with `signal`, and checks the namespace is exactly as before.
+fn signal_restores(mode: &str, signal: i32) {
+    let Some(_serial) = lab(&format!("signal_restores_{mode}_{signal}")) else {
         return;
     };
     let lab = UploadLab::new("t", &[10]).expect("lab");
@@ -331,12 +337,24 @@ fn sigterm_restores(mode: &str) {
         lab.srv.snapshot().expect("snapshot"),
         "the second daemon changed something"
     );
-    stop_shaper(shaper);
+    stop_shaper_with(shaper, signal);
     assert_eq!(
         before,
         lab.srv.snapshot().expect("snapshot"),
         "namespace not restored"
     );
+}
+
+/// SIGHUP used to kill the daemon and leave the netdev `fwd` in place (the tenant cut off):
+/// every signal that would end it now stops it cleanly.
+#[test]
+fn sighup_restores_namespace_netdev() {
+    signal_restores("netdev", libc::SIGHUP);
+}
+
+#[test]
+fn sigquit_restores_namespace_route() {
+    signal_restores("route", libc::SIGQUIT);
 }
 
 #[test]

@@ -340,3 +340,11 @@ fn external_mode_refuses_a_shared_peer() {
     let per_tenant = text.replace("tunnel_mode = \"external\"", "tunnel_mode = \"per-tenant\"");
     assert!(parse(&per_tenant).is_ok());
 }
+
+#[test]
+fn a_rate_without_unit_is_refused_with_a_hint() {
+    let e = err(&SHAPER_EXAMPLE.replace("\"20mbit\"", "\"20\""));
+    assert_eq!(e.key, "tenant[0].upload", "{e}");
+    assert!(e.line > 0, "{e}");
+    assert!(e.message.contains("did you mean \"20mbit\""), "{e}");
+}

@@ -2,7 +2,8 @@
 //!
 //! Rates: `bit kbit mbit gbit tbit` (powers of 1000, bits per second), `kibit mibit gibit tibit`
 //! (powers of 1024) and `bps kbps mbps gbps tbps` which, as in tc, mean **bytes** per second.
-//! A bare number is bits per second. Sizes: `b`, `k`/`kb`, `m`/`mb`, `g`/`gb` (powers of 1024,
+//! A rate needs its unit: a bare number (tc would read bits per second) is refused, since
+//! `upload = "20"` meant as 20 Mbit/s would stall an upload at 20 bit/s. Sizes: `b`, `k`/`kb`, `m`/`mb`, `g`/`gb` (powers of 1024,
 //! bytes, as tc reads `burst`/`limit`), `kbit mbit gbit` (bits), a bare number is bytes.
 
 use thiserror::Error;
@@ -22,6 +23,10 @@ pub enum UnitError {
     OutOfRange(String),
     #[error("{0:?} must be greater than zero")]
     Zero(String),
+    #[error(
+        "{0:?} has no unit: a rate needs one (bit kbit mbit gbit tbit; bps kbps mbps gbps tbps are bytes/s); did you mean \"{0}mbit\"?"
+    )]
+    NoUnit(String),
 }
 
 const RATE_UNITS: &str = "bit kbit mbit gbit tbit kibit mibit gibit tibit bps kbps mbps gbps tbps";
@@ -58,7 +63,8 @@ fn to_u64(x: f64, value: &str) -> Result<u64, UnitError> {
 pub fn parse_rate(value: &str) -> Result<u64, UnitError> {
     let (n, unit) = split(value)?;
     let bits_per_unit: f64 = match unit.as_str() {
-        "" | "bit" => 1.0,
+        "" => return Err(UnitError::NoUnit(value.trim().to_string())),
+        "bit" => 1.0,
         "kbit" => 1e3,
         "mbit" => 1e6,
         "gbit" => 1e9,
@@ -132,7 +138,10 @@ mod tests {
         assert_eq!(parse_rate("1kibit"), Ok(128));
         // bps is BYTES per second in tc
         assert_eq!(parse_rate("1mbps"), Ok(1_000_000));
-        assert_eq!(parse_rate("8000"), Ok(1000));
+        assert_eq!(parse_rate("8000bit"), Ok(1000));
+        let e = parse_rate("20").unwrap_err();
+        assert_eq!(e, UnitError::NoUnit("20".into()));
+        assert!(e.to_string().contains("did you mean \"20mbit\""), "{e}");
         assert_eq!(parse_rate(" 50MBit "), Ok(6_250_000));
     }
 

@@ -21,14 +21,8 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let args = Args::parse();
+    let args: Args = tollgate::cli::parse_args();
+    tollgate::cli::init_logging("warn", tollgate::cli::LogFormat::Text);
     let part = args.only.as_deref();
     let shaper = if part != Some("gateway") {
         println!("=== shaper: queued ingress shaping per tenant\n");
