@@ -31,6 +31,10 @@ enum Cmd {
         /// Do not check that the devices it names exist in this network namespace.
         #[arg(long)]
         offline: bool,
+        /// Also require what this program needs of the file (`shaper`: a [shaper] section;
+        /// `gateway`: a [gateway] section), so a file the program would refuse never passes.
+        #[arg(long = "for", value_enum)]
+        for_: Vec<Program>,
     },
     /// Print what `apply` would change; exit 0 when nothing, 2 when there are changes (and only
     /// then).
@@ -64,7 +68,11 @@ fn main() -> std::process::ExitCode {
     let cli: Cli = tollgate::cli::parse_args();
     tollgate::cli::init_logging("warn", cli.log_format);
     let result = match cli.command {
-        Cmd::Check { config, offline } => check(&config, offline).map(|()| Outcome::Done),
+        Cmd::Check {
+            config,
+            offline,
+            for_,
+        } => check(&config, offline, &for_).map(|()| Outcome::Done),
         Cmd::Plan { config, ruleset } => gateway_cli::plan(&config, ruleset),
         Cmd::Apply { config } => gateway_cli::apply(&config).map(|()| Outcome::Done),
         Cmd::Show { config, json } => gateway_cli::show(&config, json).map(|()| Outcome::Done),
@@ -88,8 +96,31 @@ pub enum Outcome {
     ChangesPending,
 }
 
-fn check(path: &Path, offline: bool) -> anyhow::Result<()> {
+/// A program that reads the config file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Program {
+    Shaper,
+    Gateway,
+}
+
+fn check(path: &Path, offline: bool, programs: &[Program]) -> anyhow::Result<()> {
     let config = Config::load(path)?;
+    for p in programs {
+        let (missing, what) = match p {
+            Program::Shaper => (config.shaper.is_none(), "[shaper] section: tollgate-shaper"),
+            Program::Gateway => (
+                config.gateway.is_none(),
+                "[gateway] section: tollgate apply",
+            ),
+        };
+        if missing {
+            return Err(tollgate::config::ConfigError::whole_file(
+                path,
+                &format!("no {what} would refuse this file"),
+            )
+            .into());
+        }
+    }
     if !offline {
         config.check_devices(device_exists)?;
     }

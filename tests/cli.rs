@@ -132,3 +132,28 @@ fn exit_codes_tell_usage_and_config_errors_apart() {
         "{help}"
     );
 }
+
+/// `check --for shaper` refuses a file the shaper would refuse (no [shaper] section), so the
+/// service's ExecStartPre stops a restart loop before it starts.
+#[test]
+fn check_for_a_program_requires_its_section() {
+    let text = include_str!("../examples/gateway.toml");
+    let dir = lab::TempDir::new("cli-for").expect("tempdir");
+    let path = dir.path().join("g.toml");
+    std::fs::write(&path, text).expect("write");
+    let run = |extra: &[&str]| {
+        Command::new(common::tollgate_bin())
+            .args(["check", "--offline"])
+            .args(extra)
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .expect("tollgate check")
+    };
+    assert_eq!(run(&[]).status.code(), Some(0));
+    assert_eq!(run(&["--for", "gateway"]).status.code(), Some(0));
+    let out = run(&["--for", "shaper"]);
+    assert_eq!(out.status.code(), Some(65));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no [shaper] section"), "{err}");
+}

@@ -304,6 +304,15 @@ fn signal_restores(mode: &str, signal: i32) {
     lab.srv
         .sysctl("net.ipv4.conf.veth-srv.rp_filter", "0")
         .expect("sysctl");
+    // an interface with a dot in its name (a VLAN's, say) keeps its effective value too
+    lab.srv
+        .ip(&[
+            "link", "add", "vl.100", "type", "veth", "peer", "name", "vl-peer",
+        ])
+        .expect("vlan-like device");
+    lab.srv
+        .sysctl("net.ipv4.conf.vl/100.rp_filter", "0")
+        .expect("sysctl");
     let before = lab.srv.snapshot().expect("snapshot");
     let cfg = config(&lab, mode, &[("alpha", "198.51.100.10/32", "100mbit")]);
     let shaper = start_shaper(&lab, &cfg, "shaper.log");
@@ -316,6 +325,13 @@ fn signal_restores(mode: &str, signal: i32) {
             .read_sysctl("net.ipv4.conf.veth-srv.rp_filter")
             .unwrap(),
         "2"
+    );
+    assert_eq!(
+        lab.srv
+            .read_sysctl("net.ipv4.conf.vl/100.rp_filter")
+            .unwrap(),
+        "2",
+        "a dotted interface name lost its rp_filter"
     );
     assert!(ping(&lab, ALPHA), "ping through the shaper");
     let during = lab.srv.snapshot().expect("snapshot");

@@ -128,6 +128,19 @@ pub struct Config {
     pub tenants: Vec<Tenant>,
 }
 
+impl ConfigError {
+    /// An error about the file as a whole (no line or key to point at).
+    pub fn whole_file(path: &Path, message: &str) -> ConfigError {
+        ConfigError {
+            path: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            key: String::new(),
+            message: message.to_string(),
+        }
+    }
+}
+
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
