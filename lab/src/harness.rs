@@ -41,10 +41,22 @@ pub fn config(lab: &UploadLab, mode: &str, tenants: &[(&str, &str, &str)]) -> St
 pub fn start_shaper(bin: &Path, lab: &UploadLab, config: &str, log: &str) -> Proc {
     let path = lab.dir.path().join("tollgate.toml");
     std::fs::write(&path, config).expect("writing config");
-    let mut c = lab.srv.command(bin);
-    c.arg("--config").arg(&path).env("RUST_LOG", "info");
-    let mut p = Proc::spawn(c, &lab.dir.path().join(log)).expect("spawning shaper");
-    let ready = lab::wait_until(Duration::from_secs(10), || {
+    spawn_shaper(
+        bin,
+        &lab.srv,
+        &path,
+        &lab.dir.path().join(log),
+        Duration::from_secs(10),
+    )
+}
+
+/// Starts the shaper `bin` in `ns` on config file `config` (log to `log`) and waits up to
+/// `timeout` until it is shaping; panics with its log if it exits or does not get there.
+pub fn spawn_shaper(bin: &Path, ns: &Netns, config: &Path, log: &Path, timeout: Duration) -> Proc {
+    let mut c = ns.command(bin);
+    c.arg("--config").arg(config).env("RUST_LOG", "info");
+    let mut p = Proc::spawn(c, log).expect("spawning shaper");
+    let ready = lab::wait_until(timeout, || {
         p.log_text().contains("shaping") || matches!(p.child.try_wait(), Ok(Some(_)))
     });
     assert!(
@@ -52,7 +64,6 @@ pub fn start_shaper(bin: &Path, lab: &UploadLab, config: &str, log: &str) -> Pro
         "shaper did not start:\n{}",
         p.log_text()
     );
-    let _ = p.wait_timeout(Duration::ZERO);
     p
 }
 

@@ -711,15 +711,12 @@ fn gateway_and_shaper_share_sysctls() {
     let c = gw_cfg.to_str().expect("path");
 
     // the shaper first (it sets ip_forward), then the gateway
-    let mut cmd = g.gw.command(shaper_bin());
-    cmd.arg("--config").arg(&sh_cfg).env("RUST_LOG", "info");
-    let mut shaper = lab::Proc::spawn(cmd, &g.dir.path().join("shaper.log")).expect("shaper");
-    assert!(
-        lab::wait_until(Duration::from_secs(10), || shaper
-            .log_text()
-            .contains("shaping")),
-        "{}",
-        shaper.log_text()
+    let mut shaper = spawn_shaper(
+        &shaper_bin(),
+        &g.gw,
+        &sh_cfg,
+        &g.dir.path().join("shaper.log"),
+        Duration::from_secs(10),
     );
     let (code, text) = tollgate(&["apply", "-c", c]);
     assert_eq!(code, Some(0), "{text}");
@@ -823,21 +820,12 @@ fn gateway_tenants_are_shaped(mode: &str) {
         v["tenants"][1]["upload"]["shaped_by"].clone()
     };
     tollgate(&["apply", "-c", c]);
-    let mut cmd = g.gw.command(shaper_bin());
-    cmd.arg("--config").arg(&cfg).env("RUST_LOG", "info");
-    let mut shaper = lab::Proc::spawn(cmd, &g.dir.path().join("shaper.log")).expect("shaper");
-    assert!(
-        lab::wait_until(Duration::from_secs(10), || shaper
-            .log_text()
-            .contains("shaping")
-            || matches!(shaper.child.try_wait(), Ok(Some(_)))),
-        "{}",
-        shaper.log_text()
-    );
-    assert!(
-        shaper.log_text().contains("shaping"),
-        "{}",
-        shaper.log_text()
+    let mut shaper = spawn_shaper(
+        &shaper_bin(),
+        &g.gw,
+        &cfg,
+        &g.dir.path().join("shaper.log"),
+        Duration::from_secs(10),
     );
     assert!(
         tollgate(&["plan", "-c", c]).contains("no changes"),
@@ -867,6 +855,41 @@ fn gateway_tenants_are_shaped(mode: &str) {
     assert!(
         tenant_counter(&st, "user2", "sent_bytes") > 15_000_000,
         "{st}"
+    );
+    // show says who shapes the tenant
+    let by = shaped_by();
+    assert_eq!(by["tap"], "tg0", "{by}");
+    assert_eq!(by["pid"], shaper.child.id(), "{by}");
+
+    // SIGKILL: the tenant's uploads to the gateway stop (fails closed, like netdev mode);
+    // a restart recovers, with one copy of everything
+    shaper.child.kill().expect("kill");
+    let _ = shaper.wait_timeout(Duration::from_secs(5));
+    let ping = |t: &lab::Netns| {
+        t.exec("ping", &["-c", "2", "-i", "0.2", "-W", "1", "10.0.0.1"])
+            .is_ok()
+    };
+    assert!(
+        !ping(&g.t2),
+        "{mode}: traffic passed with the shaper killed"
+    );
+    assert!(shaped_by().is_null(), "the TAP is gone with the process");
+    let mut shaper = spawn_shaper(
+        &shaper_bin(),
+        &g.gw,
+        &cfg,
+        &g.dir.path().join("shaper2.log"),
+        Duration::from_secs(10),
+    );
+    assert!(
+        ping(&g.t1) && ping(&g.t2),
+        "{mode}: no traffic after the restart"
+    );
+    let tables = g.gw.exec("nft", &["list", "tables"]).expect("nft");
+    assert_eq!(
+        tables.matches("tollgate_shaper_tg0_gw").count(),
+        1,
+        "{tables}"
     );
     shaper.signal(libc::SIGTERM);
     let st = shaper
@@ -918,8 +941,9 @@ fn server_bytes(mut p: lab::Proc) -> u64 {
 
 /// Inside the VM (Debian's kernel: VRF, gretap): in both tunnel modes, each tenant's upload to
 /// 10.0.0.1:5201 reaches the server bound to its own VRF, first unshaped (external mode needs
-/// the gateway's stamp for that), then through the shaper at its own rate (TCG carries 4 and
-/// 10 Mbit/s), and each server receives only its own tenant's bytes.
+/// the gateway's stamp for that), then through the shaper at its own rate (2 and 5 Mbit/s:
+/// what TCG emulation carries reliably, also on a busy host), and each server receives only
+/// its own tenant's bytes.
 #[test]
 fn vm_inner_gateway_tenants_in_vrfs() {
     if std::env::var_os("TOLLGATE_IN_VM").is_none() {
@@ -935,8 +959,8 @@ fn vm_inner_gateway_tenants_in_vrfs() {
         let state = g.dir.path().join("state");
         let cfg = g.dir.path().join("tollgate.toml");
         let text = shaped_gateway_config("gretap", mode, "vrf", &state)
-            .replace("\"20mbit\"", "\"4mbit\"")
-            .replace("\"50mbit\"", "\"10mbit\"");
+            .replace("\"20mbit\"", "\"2mbit\"")
+            .replace("\"50mbit\"", "\"5mbit\"");
         std::fs::write(&cfg, text).expect("config");
         let c = cfg.to_str().expect("path");
         let tollgate = |args: &[&str]| {
@@ -966,34 +990,25 @@ fn vm_inner_gateway_tenants_in_vrfs() {
         assert!(server_bytes(s1) > 0 && server_bytes(s2) > 0);
 
         // shaped
-        let mut cmd = g.gw.command(shaper_bin());
-        cmd.arg("--config").arg(&cfg).env("RUST_LOG", "info");
-        let mut shaper = lab::Proc::spawn(cmd, &g.dir.path().join("shaper.log")).expect("shaper");
-        assert!(
-            lab::wait_until(Duration::from_secs(30), || shaper
-                .log_text()
-                .contains("shaping")
-                || matches!(shaper.child.try_wait(), Ok(Some(_)))),
-            "{}",
-            shaper.log_text()
-        );
-        assert!(
-            shaper.log_text().contains("shaping"),
-            "{}",
-            shaper.log_text()
+        let mut shaper = spawn_shaper(
+            &shaper_bin(),
+            &g.gw,
+            &cfg,
+            &g.dir.path().join("shaper.log"),
+            Duration::from_secs(30),
         );
         let s1 = vrf_server(&g, "tgv1000", "shaped");
         let s2 = vrf_server(&g, "tgv2000", "shaped");
         listening(&g, 2);
-        let secs = 10;
+        let secs = 15;
         let u1 = lab::iperf3_client(&g.t1, g.dir.path(), None, "10.0.0.1", 5201, secs).expect("t1");
         let u2 = lab::iperf3_client(&g.t2, g.dir.path(), None, "10.0.0.1", 5201, secs).expect("t2");
         let timeout = Duration::from_secs(u64::from(secs) + 60);
-        let r1 = finish_upload(u1, timeout).expect("t1").received_bps / 4e6;
-        let r2 = finish_upload(u2, timeout).expect("t2").received_bps / 10e6;
+        let r1 = finish_upload(u1, timeout).expect("t1").received_bps / 2e6;
+        let r2 = finish_upload(u2, timeout).expect("t2").received_bps / 5e6;
         let (b1, b2) = (server_bytes(s1), server_bytes(s2));
         eprintln!(
-            "VM {mode}/vrf: user1 {r1:.3} of 4 Mbit/s ({b1} B in tgv1000), user2 {r2:.3} of 10 Mbit/s ({b2} B in tgv2000)"
+            "VM {mode}/vrf: user1 {r1:.3} of 2 Mbit/s ({b1} B in tgv1000), user2 {r2:.3} of 5 Mbit/s ({b2} B in tgv2000)"
         );
         for (who, r) in [("user1", r1), ("user2", r2)] {
             assert!(
@@ -1001,14 +1016,14 @@ fn vm_inner_gateway_tenants_in_vrfs() {
                 "{mode}: {who} got {r:.3} of its rate"
             );
         }
-        // 4 vs 10 Mbit/s: each server got its own tenant's upload, not the other's
+        // 2 vs 5 Mbit/s: each server got its own tenant's upload, not the other's
         let expect = |rate: f64| rate / 8.0 * f64::from(secs);
         assert!(
-            (b1 as f64) < 1.3 * expect(4e6) && (b1 as f64) > 0.7 * expect(4e6),
+            (b1 as f64) < 1.3 * expect(2e6) && (b1 as f64) > 0.7 * expect(2e6),
             "{b1}"
         );
         assert!(
-            (b2 as f64) < 1.3 * expect(10e6) && (b2 as f64) > 0.7 * expect(10e6),
+            (b2 as f64) < 1.3 * expect(5e6) && (b2 as f64) > 0.7 * expect(5e6),
             "{b2}"
         );
         shaper.signal(libc::SIGTERM);

@@ -19,12 +19,11 @@
 //! `fwd` has no target and the tenant's uploads to the gateway stop until it restarts (fails
 //! closed, like the netdev redirect).
 
-use super::nft::{concat, local_daddr_by, matches, meta, payload, port_expr, s};
-use nftables::batch::Batch;
-use nftables::expr::{BinaryOperation, Expression, MetaKey, NamedExpression};
-use nftables::schema::{
-    Chain, Map, NfListObject, Nftables, Rule, Set, SetFlag, SetType, SetTypeValue, Table,
+use super::nft::{
+    concat, fresh_table, interval_set, local_daddr_by, matches, meta, payload, port_expr, rule, s,
 };
+use nftables::expr::{BinaryOperation, Expression, MetaKey, NamedExpression};
+use nftables::schema::{Chain, Map, NfListObject, Nftables, SetType, SetTypeValue};
 use nftables::stmt::{Counter, FWD, Mangle, Match, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 use std::borrow::Cow;
@@ -120,35 +119,9 @@ impl GatewayShaping {
     pub fn ruleset(&self, table: &str, tap: &str) -> Nftables<'static> {
         let family = NfFamily::NetDev;
         let table: Cow<'static, str> = Cow::Owned(table.to_string());
-        let mut b = Batch::new();
-        let t = || {
-            NfListObject::Table(Table {
-                family,
-                name: table.clone(),
-                handle: None,
-            })
-        };
-        b.add(t());
-        b.delete(t());
-        b.add(t());
+        let mut b = fresh_table(family, &table);
         let set = |name: &str, types: Vec<SetType>, elems: Vec<Expression<'static>>| {
-            NfListObject::Set(Box::new(Set {
-                family,
-                table: table.clone(),
-                name: Cow::Owned(name.to_string()),
-                handle: None,
-                set_type: match types.as_slice() {
-                    [one] => SetTypeValue::Single(*one),
-                    _ => SetTypeValue::Concatenated(Cow::Owned(types)),
-                },
-                policy: None,
-                flags: Some([SetFlag::Interval].into_iter().collect()),
-                elem: (!elems.is_empty()).then_some(Cow::Owned(elems)),
-                timeout: None,
-                gc_interval: None,
-                size: None,
-                comment: None,
-            }))
+            interval_set(family, &table, name, types, elems)
         };
         let mut all = Vec::new();
         let mut ports = Vec::new();
@@ -262,21 +235,13 @@ impl GatewayShaping {
                 dev: Some(Cow::Owned(dev.to_string())),
                 policy: Some(NfChainPolicy::Accept),
             }));
-            for (rule, nonempty) in [
+            for (stmts, nonempty) in [
                 (&by_all, !all.is_empty()),
                 (&by_port, !ports.is_empty()),
                 (&by_fragment, !frags.is_empty()),
             ] {
                 if nonempty {
-                    b.add(NfListObject::Rule(Rule {
-                        family,
-                        table: table.clone(),
-                        chain: Cow::Owned(name.clone()),
-                        expr: Cow::Owned(rule.clone()),
-                        handle: None,
-                        index: None,
-                        comment: None,
-                    }));
+                    b.add(rule(family, &table, &name, stmts));
                 }
             }
         }

@@ -151,37 +151,76 @@ pub(super) fn concat(items: Vec<Expression<'static>>) -> Expression<'static> {
     Expression::Named(NamedExpression::Concat(items))
 }
 
-/// The whole ruleset: `add table; delete table; table {...}` in one transaction, so applying it
-/// replaces any stale copy atomically (no window without the redirect, no duplicates).
-pub fn ruleset(sel: &Selection, tap: &str, mode: RedirectMode, mark: u32) -> Nftables<'static> {
-    let family = sel.family;
-    let table: Cow<'static, str> = Cow::Owned(sel.table.clone());
+/// A batch that starts with `add table; delete table; add table`: applied in one transaction,
+/// it replaces any stale copy of the table atomically (no window without it, no duplicates).
+pub(super) fn fresh_table(family: NfFamily, table: &str) -> Batch<'static> {
     let mut b = Batch::new();
     let t = || {
         NfListObject::Table(Table {
             family,
-            name: table.clone(),
+            name: Cow::Owned(table.to_string()),
             handle: None,
         })
     };
     b.add(t());
     b.delete(t());
     b.add(t());
+    b
+}
+
+/// An interval set of `types` (one type, or a concatenation) holding `elems`.
+pub(super) fn interval_set(
+    family: NfFamily,
+    table: &str,
+    name: &str,
+    types: Vec<SetType>,
+    elems: Vec<Expression<'static>>,
+) -> NfListObject<'static> {
+    NfListObject::Set(Box::new(Set {
+        family,
+        table: Cow::Owned(table.to_string()),
+        name: Cow::Owned(name.to_string()),
+        handle: None,
+        set_type: match types.as_slice() {
+            [one] => SetTypeValue::Single(*one),
+            _ => SetTypeValue::Concatenated(Cow::Owned(types)),
+        },
+        policy: None,
+        flags: Some([SetFlag::Interval].into_iter().collect()),
+        elem: (!elems.is_empty()).then_some(Cow::Owned(elems)),
+        timeout: None,
+        gc_interval: None,
+        size: None,
+        comment: None,
+    }))
+}
+
+/// A rule of `stmts` in `chain`.
+pub(super) fn rule(
+    family: NfFamily,
+    table: &str,
+    chain: &str,
+    stmts: &[Statement<'static>],
+) -> NfListObject<'static> {
+    NfListObject::Rule(Rule {
+        family,
+        table: Cow::Owned(table.to_string()),
+        chain: Cow::Owned(chain.to_string()),
+        expr: Cow::Owned(stmts.to_vec()),
+        handle: None,
+        index: None,
+        comment: None,
+    })
+}
+
+/// The whole ruleset: `add table; delete table; table {...}` in one transaction, so applying it
+/// replaces any stale copy atomically (no window without the redirect, no duplicates).
+pub fn ruleset(sel: &Selection, tap: &str, mode: RedirectMode, mark: u32) -> Nftables<'static> {
+    let family = sel.family;
+    let table: Cow<'static, str> = Cow::Owned(sel.table.clone());
+    let mut b = fresh_table(family, &table);
     let set = |name: &str, types: Vec<SetType>, elems: Vec<Expression<'static>>| {
-        NfListObject::Set(Box::new(Set {
-            family,
-            table: table.clone(),
-            name: Cow::Owned(name.to_string()),
-            handle: None,
-            set_type: SetTypeValue::Concatenated(Cow::Owned(types)),
-            policy: None,
-            flags: Some([SetFlag::Interval].into_iter().collect()),
-            elem: (!elems.is_empty()).then_some(Cow::Owned(elems)),
-            timeout: None,
-            gc_interval: None,
-            size: None,
-            comment: None,
-        }))
+        interval_set(family, &table, name, types, elems)
     };
     let hosts: Vec<_> = sel
         .hosts
@@ -301,21 +340,13 @@ pub fn ruleset(sel: &Selection, tap: &str, mode: RedirectMode, mark: u32) -> Nft
             dev: dev.map(Cow::Owned),
             policy: Some(NfChainPolicy::Accept),
         }));
-        for (rule, nonempty) in [
+        for (stmts, nonempty) in [
             (&by_host, !sel.hosts.is_empty()),
             (&by_port, !sel.ports.is_empty()),
             (&by_fragment, !sel.fragments.is_empty()),
         ] {
             if nonempty {
-                b.add(NfListObject::Rule(Rule {
-                    family,
-                    table: table.clone(),
-                    chain: Cow::Owned(name.clone()),
-                    expr: Cow::Owned(rule.clone()),
-                    handle: None,
-                    index: None,
-                    comment: None,
-                }));
+                b.add(rule(family, &table, &name, stmts));
             }
         }
     }
