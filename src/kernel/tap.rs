@@ -1,6 +1,6 @@
 //! The intermediate TAP device, opened with the tun ioctls directly.
 //!
-//! The requested crate (tun-tap 0.1) sets only IFF_TAP|IFF_NO_PI and has no offload API, which
+//! The usual TAP crate (tun-tap 0.1) sets only IFF_TAP|IFF_NO_PI and has no offload API, which
 //! caps a relay at ~2 Gbit/s here; with IFF_VNET_HDR + TUNSETOFFLOAD the kernel hands us GSO
 //! frames of up to 64 KiB and a relay runs ~6x faster. The handful of ioctls needed is smaller
 //! than adapting a crate (tun-rs's GRO helpers assume IP, not Ethernet), so we own them here.
