@@ -6,9 +6,11 @@
 //! - [`kernel`]: the only code that talks to the kernel (netlink, nft, sysctl, state, TAP).
 //! - [`gateway`]: the gateway control plane (plan, apply, show, destroy).
 //! - [`cli`]: logging and exit codes shared by the binaries.
+//! - [`status`]: the shaper's live per-tenant counters, for `tollgate status`.
 
 pub mod cli;
 pub mod config;
 pub mod gateway;
 pub mod kernel;
 pub mod names;
+pub mod status;

@@ -57,6 +57,21 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The shaper's tenants now: configured and current rate, queue, drops (from the counters
+    /// the running tollgate-shaper writes every second).
+    Status {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print JSON (numbers, not formatted strings).
+        #[arg(long)]
+        json: bool,
+        /// Print again every interval until interrupted.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between the two readings that give the current rate.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=60))]
+        interval: u64,
+    },
     /// Remove everything tollgate made (and nothing else); restore the sysctls it changed.
     Destroy {
         #[arg(long, short)]
@@ -76,6 +91,12 @@ fn main() -> std::process::ExitCode {
         Cmd::Plan { config, ruleset } => gateway_cli::plan(&config, ruleset),
         Cmd::Apply { config } => gateway_cli::apply(&config).map(|()| Outcome::Done),
         Cmd::Show { config, json } => gateway_cli::show(&config, json).map(|()| Outcome::Done),
+        Cmd::Status {
+            config,
+            json,
+            watch,
+            interval,
+        } => status(&config, json, watch, interval).map(|()| Outcome::Done),
         Cmd::Destroy { config } => gateway_cli::destroy(&config).map(|()| Outcome::Done),
     };
     match result {
@@ -190,4 +211,46 @@ fn check(path: &Path, offline: bool, programs: &[Program]) -> anyhow::Result<()>
     }
     println!("{}: OK", path.display());
     Ok(())
+}
+
+fn status(path: &Path, json: bool, watch: bool, interval: u64) -> anyhow::Result<()> {
+    use tollgate::status;
+    let config = Config::load(path)?;
+    let file = status::counters_path(&config)?;
+    let reading = || -> anyhow::Result<status::Counters> {
+        status::read(&file)?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: no counters: is tollgate-shaper running in this network namespace?",
+                file.display()
+            )
+        })
+    };
+    let mut before = reading()?;
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(interval));
+        let now = reading()?;
+        let rows = status::rows(&before, &now);
+        if json {
+            println!("{}", serde_json::to_string(&rows)?);
+        } else {
+            println!(
+                "{:<16} {:>14} {:>14} {:>12} {:>10}",
+                "tenant", "configured", "current", "queued", "dropped"
+            );
+            for r in &rows {
+                println!(
+                    "{:<16} {:>14} {:>14} {:>10} B {:>10}",
+                    r.tenant,
+                    format_rate(r.configured_bits_per_sec / 8),
+                    format_rate(r.current_bits_per_sec / 8),
+                    r.queued_bytes,
+                    r.dropped_packets
+                );
+            }
+        }
+        if !watch {
+            return Ok(());
+        }
+        before = now;
+    }
 }

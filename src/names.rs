@@ -80,6 +80,12 @@ pub fn shaper_gateway_nft_table(tap: &str) -> String {
     format!("{}_gw", shaper_nft_table(tap))
 }
 
+/// The shaper's live counters file for TAP `tap` in the network namespace with inode `netns`
+/// (in its `state_dir`), read by `tollgate status`.
+pub fn shaper_stats_file(tap: &str, netns: u64) -> String {
+    format!("shaper-{tap}-{netns}.stats.json")
+}
+
 /// The shaper's nftables table for TAP `tap`. Interface names are validated to letters, digits
 /// and `-_.@+`; each of those that nft does not take in an identifier gets its own escape, so
 /// two TAP names never share a table.

@@ -9,5 +9,5 @@ pub use tollgate::kernel::state::{StateError, netns_inode, remove, write_atomic}
 
 /// `<dir>/shaper-<tap>-<netns inode>.stats.json`: the live counters.
 pub fn stats_path(dir: &Path, tap: &str) -> io::Result<PathBuf> {
-    Ok(dir.join(format!("shaper-{tap}-{}.stats.json", netns_inode()?)))
+    Ok(dir.join(tollgate::names::shaper_stats_file(tap, netns_inode()?)))
 }

@@ -1048,3 +1048,54 @@ fn vm_gateway_tenants_in_vrfs() {
         "vm_inner_gateway_tenants_in_vrfs",
     );
 }
+
+/// `tollgate status --json` during an upload: the tenant's current rate is its configured rate
+/// (the bucket is saturated), as numbers; without a running shaper it says so.
+#[test]
+fn status_shows_the_current_rate() {
+    let Some(_serial) = lab("status_shows_the_current_rate") else {
+        return;
+    };
+    let lab = UploadLab::new("st", &[10]).expect("lab");
+    let cfg = config(&lab, "netdev", &[("alpha", "198.51.100.10/32", "20mbit")]);
+    let shaper = start_shaper(&lab, &cfg, "shaper.log");
+    let path = lab.dir.path().join("tollgate.toml");
+    let _srv = lab.iperf3_server(5201).expect("server");
+    let up = lab.iperf3_upload(10, 5201, 8).expect("upload");
+    std::thread::sleep(Duration::from_secs(3));
+    let out = lab
+        .srv
+        .command(tollgate_bin())
+        .args(["status", "--json", "--interval", "3", "-c"])
+        .arg(&path)
+        .output()
+        .expect("tollgate status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_str(&text).expect("status JSON");
+    let alpha = &rows[0];
+    assert_eq!(alpha["tenant"], "alpha", "{rows}");
+    assert_eq!(alpha["configured_bits_per_sec"], 20_000_000, "{rows}");
+    let current = alpha["current_bits_per_sec"].as_f64().expect("a number");
+    eprintln!("status: alpha current {:.2} Mbit/s", current / 1e6);
+    assert!(
+        (0.9..=1.05).contains(&(current / 20e6)),
+        "current rate {current} of 20 Mbit/s"
+    );
+    finish_upload(up, Duration::from_secs(30)).expect("upload");
+    stop_shaper(shaper);
+    let out = lab
+        .srv
+        .command(tollgate_bin())
+        .args(["status", "--interval", "1", "-c"])
+        .arg(&path)
+        .output()
+        .expect("tollgate status");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is tollgate-shaper running"), "{err}");
+}
