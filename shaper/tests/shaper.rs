@@ -392,17 +392,7 @@ fn bad_config_touches_nothing() {
     let before = lab.srv.snapshot().expect("snapshot");
     let cfg = config(&lab, "route", &[("alpha", "198.51.100.10/32", "20mbit")])
         .replace("interface = \"veth-srv\"", "interface = \"veth-nope\"");
-    let path = lab.dir.path().join("bad.toml");
-    std::fs::write(&path, cfg).expect("write");
-    let out = lab
-        .srv
-        .command(shaper_bin())
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .expect("shaper");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(&lab, &cfg, "bad.toml");
     assert!(
         err.contains(":2:") && err.contains("shaper.interface") && err.contains("veth-nope"),
         "{err}"

@@ -20,11 +20,12 @@
 //! closed, like the netdev redirect).
 
 use super::nft::{
-    concat, fresh_table, interval_set, local_daddr_by, matches, meta, payload, port_expr, rule, s,
+    concat, fresh_table, interval_set, local_daddr_by, matches, meta, not_first_fragment, payload,
+    port_expr, rule, s,
 };
-use nftables::expr::{BinaryOperation, Expression, MetaKey, NamedExpression};
+use nftables::expr::{Expression, MetaKey, NamedExpression};
 use nftables::schema::{Chain, Map, NfListObject, Nftables, SetType, SetTypeValue};
-use nftables::stmt::{Counter, FWD, Mangle, Match, Operator, Statement};
+use nftables::stmt::{Counter, FWD, Mangle, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 use std::borrow::Cow;
 use std::collections::BTreeSet;
@@ -210,14 +211,7 @@ impl GatewayShaping {
         ]);
         let by_fragment = stamp_and_fwd(vec![
             local_daddr(),
-            Statement::Match(Match {
-                left: Expression::BinaryOperation(Box::new(BinaryOperation::AND(
-                    payload("ip", "frag-off"),
-                    Expression::Number(0x1fff),
-                ))),
-                right: Expression::Number(0),
-                op: Operator::NEQ,
-            }),
+            not_first_fragment(),
             matches(self.key_expr(), s("@fragments")),
         ]);
         let devices: BTreeSet<&str> = self.tenants.iter().map(|t| t.ingress.as_str()).collect();

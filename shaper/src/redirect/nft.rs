@@ -130,6 +130,18 @@ pub(super) fn local_daddr() -> Statement<'static> {
     local_daddr_by(false)
 }
 
+/// `ip frag-off & 0x1fff != 0`: an IP fragment after the first (it carries no port).
+pub(super) fn not_first_fragment() -> Statement<'static> {
+    Statement::Match(Match {
+        left: Expression::BinaryOperation(Box::new(BinaryOperation::AND(
+            payload("ip", "frag-off"),
+            Expression::Number(0x1fff),
+        ))),
+        right: Expression::Number(0),
+        op: Operator::NEQ,
+    })
+}
+
 /// `fib daddr [. iif] type local`. With `iif`, the lookup is in the ingress device's VRF and
 /// the address must be on that device: a VRF's local addresses are in the VRF's table, which a
 /// plain `fib daddr type local` (the local table) does not see.
@@ -303,14 +315,7 @@ pub fn ruleset(sel: &Selection, tap: &str, mode: RedirectMode, mark: u32) -> Nft
     ];
     let by_fragment = vec![
         local_daddr(),
-        Statement::Match(Match {
-            left: Expression::BinaryOperation(Box::new(BinaryOperation::AND(
-                payload("ip", "frag-off"),
-                Expression::Number(0x1fff),
-            ))),
-            right: Expression::Number(0),
-            op: Operator::NEQ,
-        }),
+        not_first_fragment(),
         matches(
             concat(vec![meta(MetaKey::Iifname), payload("ip", "saddr")]),
             s("@fragments"),

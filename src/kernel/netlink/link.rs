@@ -80,15 +80,9 @@ impl Netlink {
                 }
                 b.build()
             }
-            LinkKind::Macvlan { lower, mac } => {
-                LinkMacVlan::new(&l.name, self.link_index(lower)?, MacVlanMode::Private)
-                    .address(mac.to_vec())
-                    .build()
-            }
+            LinkKind::Macvlan { lower, mac } => self.macvlan_message(&l.name, lower, *mac)?,
         };
-        let h = self.handle.clone();
-        let what = format!("create {l}");
-        self.run(async move { h.link().add(msg).execute().await.map_err(k(what)) })?;
+        self.link_add(msg, format!("create {l}"))?;
         // the kernel takes IFLA_IFALIAS only on a change, not at creation
         if let Err(e) = self.link_set_alias(&l.name, &l.alias()) {
             // not recognisable as ours: do not leave it behind
@@ -104,9 +98,7 @@ impl Netlink {
     /// Creates a veth pair `name` / `peer` (down, no alias).
     pub fn link_create_veth(&self, name: &str, peer: &str) -> Result<(), NetlinkError> {
         let msg = LinkVeth::new(name, peer).build();
-        let h = self.handle.clone();
-        let what = format!("create veth {name} peer {peer}");
-        self.run(async move { h.link().add(msg).execute().await.map_err(k(what)) })
+        self.link_add(msg, format!("create veth {name} peer {peer}"))
     }
 
     /// Creates a macvlan `name` on `lower` with address `mac` (down, no alias).
@@ -116,11 +108,31 @@ impl Netlink {
         lower: &str,
         mac: [u8; 6],
     ) -> Result<(), NetlinkError> {
-        let msg = LinkMacVlan::new(name, self.link_index(lower)?, MacVlanMode::Private)
-            .address(mac.to_vec())
-            .build();
+        let msg = self.macvlan_message(name, lower, mac)?;
+        self.link_add(msg, format!("create macvlan {name} on {lower}"))
+    }
+
+    /// A private-mode macvlan `name` on `lower` with address `mac`.
+    fn macvlan_message(
+        &self,
+        name: &str,
+        lower: &str,
+        mac: [u8; 6],
+    ) -> Result<rtnetlink::packet_route::link::LinkMessage, NetlinkError> {
+        Ok(
+            LinkMacVlan::new(name, self.link_index(lower)?, MacVlanMode::Private)
+                .address(mac.to_vec())
+                .build(),
+        )
+    }
+
+    /// Sends a link creation request; `what` names it in an error.
+    fn link_add(
+        &self,
+        msg: rtnetlink::packet_route::link::LinkMessage,
+        what: String,
+    ) -> Result<(), NetlinkError> {
         let h = self.handle.clone();
-        let what = format!("create macvlan {name} on {lower}");
         self.run(async move { h.link().add(msg).execute().await.map_err(k(what)) })
     }
 
