@@ -73,6 +73,11 @@ pub fn shaper_macvlan_mac(id: u32) -> [u8; 6] {
     [0x02, 0x74, b[0], b[1], b[2], b[3]]
 }
 
+/// True when `mac` is one [`shaper_macvlan_mac`] could give (whatever the id).
+pub fn is_shaper_macvlan_mac(mac: &[u8]) -> bool {
+    mac.len() == 6 && mac[..2] == [0x02, 0x74]
+}
+
 /// The shaper's nftables table (family netdev) for gateway tenants' redirects, TAP `tap`.
 pub fn shaper_gateway_nft_table(tap: &str) -> String {
     // `_gw` cannot come out of the escaping in shaper_nft_table ('_' is always followed by one

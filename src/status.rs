@@ -28,7 +28,16 @@ pub struct TenantCounters {
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct Counters {
     pub tap: String,
+    #[serde(default)]
+    pub pid: u32,
     pub uptime_ms: u64,
+    /// Config generation: 1 at start, +1 per reload that took effect.
+    #[serde(default)]
+    pub generation: u64,
+    #[serde(default)]
+    pub reloads_failed: u64,
+    #[serde(default)]
+    pub last_reload_error: Option<String>,
     pub tenants: Vec<TenantCounters>,
 }
 

@@ -49,6 +49,15 @@ impl TokenBucket {
         }
     }
 
+    /// The balance in whole bytes (negative: debt), as of the last refill.
+    pub fn balance(&self) -> i64 {
+        i64::try_from(self.tokens / NANOS).unwrap_or(if self.tokens < 0 {
+            i64::MIN
+        } else {
+            i64::MAX
+        })
+    }
+
     /// True when a frame may leave now (call `refill` first).
     pub fn ready(&self) -> bool {
         self.tokens >= 0

@@ -1,23 +1,32 @@
-//! The daemon: set-up in a safe order, two threads moving frames, and teardown that puts the
-//! namespace back exactly as it was.
+//! The daemon: set-up in a safe order, two threads moving frames, a third watching them, live
+//! reloads, and teardown that puts the namespace back exactly as it was.
 //!
 //! ```text
 //!            TAP (kernel -> us)                                TAP (us -> kernel)
 //!  reader ── read ─ classify ─┬─ tenant ──► channel ──► scheduler ── write ──►
 //!                             └─ pass (ARP, no tenant, malformed) ── write ──►
+//!                                                          │ snapshot (4/s)
+//!                                                 stats ◄──┘  counters file, /metrics
 //! ```
 //! Buffers circulate through a free list (allocated once, up to `POOL_MAX`), so the hot path
 //! allocates nothing. The scheduler thread owns all queues and buckets ([`crate::sched`]) and
 //! sleeps until the next frame arrives or the next release time, whichever is first.
+//!
+//! A reload (SIGHUP) hands the reader a new classifier; the reader sends the new tenant list
+//! down the same channel as the frames, so the scheduler switches exactly between the last frame
+//! classified the old way and the first classified the new way, keeping every queued frame.
+//! Only then is the redirect ruleset replaced (one nft transaction): a tenant being added is
+//! steered to the TAP only once the shaper knows it.
 
 use crate::classify::{Classifier, Pass, Verdict};
-use crate::sched::{Scheduler, TenantStats};
+use crate::sched::Scheduler;
+use crate::stats::{PassCounters, Shared};
 use crate::vnet::{VNET_HDR_LEN, VnetHdr};
-use crate::{redirect, state, sysctl};
+use crate::{metrics, redirect, reload, state, stats, sysctl};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::io;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tollgate::config::{Config, RedirectMode, ShaperConfig};
@@ -44,6 +53,8 @@ pub enum DaemonError {
     Sysctl(#[from] sysctl::JournalError),
     #[error("{what}: {err}")]
     Io { what: String, err: io::Error },
+    #[error(transparent)]
+    Caps(#[from] tollgate::kernel::caps::CapsError),
     #[error("a dataplane thread failed: {0}")]
     Thread(String),
 }
@@ -53,43 +64,52 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> DaemonError {
     move |err| DaemonError::Io { what, err }
 }
 
-/// Counters of frames that were not queued.
-#[derive(Debug, Default)]
-pub struct PassCounters {
-    pub not_ipv4: AtomicU64,
-    pub malformed: AtomicU64,
-    pub no_tenant: AtomicU64,
-    pub read_errors: AtomicU64,
-    pub write_errors: AtomicU64,
-}
-
-/// The stats file the scheduler writes once a second (and at exit).
-#[derive(Debug, serde::Serialize)]
-pub struct StatsFile<'a> {
-    pub tap: &'a str,
-    pub uptime_ms: u64,
-    pub tenants: Vec<TenantStatsEntry<'a>>,
-    pub passed_not_ipv4: u64,
-    pub passed_malformed: u64,
-    pub passed_no_tenant: u64,
-    pub read_errors: u64,
-    pub write_errors: u64,
-}
-
-#[derive(Debug, serde::Serialize)]
-pub struct TenantStatsEntry<'a> {
-    pub name: &'a str,
-    pub rate_bytes_per_sec: u64,
-    pub backlog_bytes: u64,
-    #[serde(flatten)]
-    pub counters: TenantStats,
-}
-
 struct Packet {
     buf: Vec<u8>,
     len: usize,
     tenant: usize,
     cost: u32,
+}
+
+/// What the reader sends the scheduler: frames, and, in their order, a new tenant list.
+enum Msg {
+    Frame(Packet),
+    Reconfigure(Box<Reconfigure>),
+}
+
+/// A new tenant list for the scheduler (see [`reload::ReloadPlan`]).
+struct Reconfigure {
+    shaping: Vec<tollgate::config::Shaping>,
+    names: Vec<Arc<str>>,
+    previous: Vec<Option<usize>>,
+    generation: u64,
+}
+
+/// Where the main thread leaves a new classifier and tenant list for the reader.
+#[derive(Default)]
+struct ReloadSlot {
+    pending: AtomicBool,
+    next: Mutex<Option<(Classifier, Box<Reconfigure>)>>,
+}
+
+impl ReloadSlot {
+    fn put(&self, c: Classifier, r: Reconfigure) {
+        if let Ok(mut next) = self.next.lock() {
+            *next = Some((c, Box::new(r)));
+            self.pending
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    fn take(&self) -> Option<(Classifier, Box<Reconfigure>)> {
+        if !self
+            .pending
+            .swap(false, std::sync::atomic::Ordering::Acquire)
+        {
+            return None;
+        }
+        self.next.lock().ok()?.take()
+    }
 }
 
 /// What has been changed so far; undone in reverse by `teardown` (also on drop).
@@ -131,9 +151,18 @@ impl Drop for Installed {
     }
 }
 
+/// The signals the binary turns into flags for [`run`].
+#[derive(Clone, Debug, Default)]
+pub struct Control {
+    /// Stop cleanly (SIGTERM and every other signal that would end the process).
+    pub stop: Arc<AtomicBool>,
+    /// Reload the config file (SIGHUP).
+    pub reload: Arc<AtomicBool>,
+}
+
 /// Runs the shaper until `stop` becomes true (set by the binary's signal handler) or a thread
-/// fails; always tears down what it set up.
-pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
+/// fails; always tears down what it set up. `reload` re-reads the config file in place.
+pub fn run(config: &Config, control: Control) -> Result<(), DaemonError> {
     let shaper = config.shaper.as_ref().ok_or(DaemonError::NoShaper)?;
     // 1. The TAP first: if it is busy another daemon is running, and we touch nothing else.
     let tap = Arc::new(Tap::create(
@@ -143,6 +172,10 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
     tap.set_nonblocking()
         .map_err(io_err("O_NONBLOCK on the TAP"))?;
     tracing::info!(tap = %shaper.tap, mac = %tollgate::kernel::model::mac_str(&tap.mac()), "TAP up with vnet_hdr, csum and TSO offloads");
+    let endpoint = match shaper.metrics {
+        Some(addr) => Some(metrics::Endpoint::bind(addr).map_err(io_err("metrics"))?),
+        None => None,
+    };
 
     // 2. Undo what a run that died left behind. An unreadable record of what must be
     //    restored stops us here: starting anyway would lose the original values for good.
@@ -180,46 +213,75 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
     // 4. Threads, then the redirect: nothing is steered to the TAP before it is read.
     let classifier = Classifier::from_config(config);
     let shaping: Vec<_> = config.shaped_tenants().map(|(_, s)| s).collect();
-    let names: Vec<String> = config
+    let names: Vec<Arc<str>> = config
         .shaped_tenants()
-        .map(|(t, _)| t.name.clone())
+        .map(|(t, _)| Arc::from(t.name.as_str()))
         .collect();
-    let counters = Arc::new(PassCounters::default());
-    let (tx, rx) = crossbeam_channel::bounded::<Packet>(CHANNEL);
+    let shared = Arc::new(Shared::new(&shaper.tap, shaper.redirect));
+    let slot = Arc::new(ReloadSlot::default());
+    let (tx, rx) = crossbeam_channel::bounded::<Msg>(CHANNEL);
+    let (ack_tx, ack_rx) = crossbeam_channel::bounded::<u64>(4);
     let (free_tx, free_rx) = crossbeam_channel::bounded::<Vec<u8>>(POOL_MAX);
     let failed = Arc::new(AtomicBool::new(false));
     let halt = Arc::new(AtomicBool::new(false));
     let stats_path = state::stats_path(&shaper.state_dir, &shaper.tap).map_err(io_err("netns"))?;
 
     let reader = {
-        let (tap, counters, halt, failed) =
-            (tap.clone(), counters.clone(), halt.clone(), failed.clone());
+        let (tap, shared, halt, slot) = (tap.clone(), shared.clone(), halt.clone(), slot.clone());
         let (free_tx, free_rx) = (free_tx.clone(), free_rx.clone());
         spawn("tg-reader", failed.clone(), move || {
-            reader_loop(&tap, &classifier, &tx, &free_tx, &free_rx, &counters, &halt)
-                .inspect_err(|_| failed.store(true, Relaxed))
+            let mut r = Reader {
+                tap: &tap,
+                classifier,
+                tx: &tx,
+                free_tx: &free_tx,
+                free_rx: &free_rx,
+                counters: &shared.counters,
+                slot: &slot,
+            };
+            r.run(&halt)
         })?
     };
     let scheduler = {
-        let (tap, counters, halt, failed) =
-            (tap.clone(), counters.clone(), halt.clone(), failed.clone());
-        let tap_name = shaper.tap.clone();
+        let (tap, shared, halt) = (tap.clone(), shared.clone(), halt.clone());
         spawn("tg-scheduler", failed.clone(), move || {
             let mut w = Writer {
                 tap: &tap,
                 free: &free_tx,
-                counters: &counters,
+                counters: &shared.counters,
             };
-            scheduler_loop(&mut w, &rx, &shaping, &names, &tap_name, &stats_path, &halt)
-                .inspect_err(|_| failed.store(true, Relaxed))
+            scheduler_loop(&mut w, &rx, shaping, names, &shared, &ack_tx, &halt)
+        })?
+    };
+    let watcher = {
+        let (shared, halt) = (shared.clone(), halt.clone());
+        spawn("tg-stats", failed.clone(), move || {
+            stats_loop(&shared, &free_rx, &stats_path, endpoint, &halt);
+            Ok(())
         })?
     };
 
-    let result = redirect::install(config, shaper);
+    let mut result = redirect::install(config, shaper).map_err(DaemonError::from);
     if result.is_ok() {
         installed.redirect = true;
+        // from here on: only what reloads and teardown need (netlink, nft, net sysctls)
+        result =
+            tollgate::kernel::caps::keep_only(&[tollgate::kernel::caps::Capability::CAP_NET_ADMIN])
+                .map_err(DaemonError::from);
+    }
+    if result.is_ok() {
         tracing::info!(mode = ?shaper.redirect, tenants = config.shaped_tenants().count(), "shaping");
-        while !stop.load(Relaxed) && !failed.load(Relaxed) {
+        let mut live = Live {
+            config: config.clone(),
+            slot: &slot,
+            acks: &ack_rx,
+            failed: &failed,
+            shared: &shared,
+        };
+        while !control.stop.load(Relaxed) && !failed.load(Relaxed) {
+            if control.reload.swap(false, Relaxed) {
+                live.reload();
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -227,7 +289,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
     installed.remove_redirect();
     halt.store(true, Relaxed);
     let mut thread_error = None;
-    for t in [reader, scheduler] {
+    for t in [reader, scheduler, watcher] {
         match t.join() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => thread_error = Some(e.to_string()),
@@ -244,6 +306,130 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
     }
 }
 
+/// The running config and the way to change it (main thread).
+struct Live<'a> {
+    config: Config,
+    slot: &'a ReloadSlot,
+    acks: &'a Receiver<u64>,
+    failed: &'a AtomicBool,
+    shared: &'a Shared,
+}
+
+impl Live<'_> {
+    /// Re-reads the config file and switches to it, or keeps the running config and says why.
+    fn reload(&mut self) {
+        let path = self.config.path.clone();
+        tracing::info!(config = %path.display(), "reloading");
+        match self.try_reload() {
+            Ok(generation) => {
+                if let Ok(mut s) = self.shared.reload.lock() {
+                    s.generation = generation;
+                    s.last_reload_error = None;
+                }
+                tracing::info!(
+                    generation,
+                    tenants = self.config.shaped_tenants().count(),
+                    "reloaded"
+                );
+            }
+            Err(e) => {
+                if let Ok(mut s) = self.shared.reload.lock() {
+                    s.reloads_failed += 1;
+                    s.last_reload_error = Some(e.clone());
+                }
+                tracing::error!("reload refused, the running config stays: {e}");
+            }
+        }
+    }
+
+    fn try_reload(&mut self) -> Result<u64, String> {
+        let new = Config::load(&self.config.path).map_err(|e| e.to_string())?;
+        new.check_devices(tollgate::kernel::device_exists)
+            .map_err(|e| e.to_string())?;
+        let plan = reload::plan(&self.config, &new).map_err(|e| e.to_string())?;
+        let back = reload::plan(&new, &self.config).map_err(|e| e.to_string())?;
+        let shaper = self.config.shaper.clone().ok_or("no [shaper] section")?;
+        let generation = self.shared.reload_status().generation + 1;
+
+        // 1. devices the new tenants need, before any frame is classified to them
+        let mut added = redirect::gateway::GatewayShaping::from_config(&new);
+        added
+            .tenants
+            .retain(|t| plan.add_macvlans.contains(&t.macvlan));
+        let made = redirect::create_macvlans(&added, &shaper.tap)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                plan.add_macvlans.iter().try_for_each(|m| {
+                    sysctl::set_tap(&sysctl::macvlan_keys(m)).map_err(|e| format!("{m}: {e}"))
+                })
+            });
+        if let Err(e) = made {
+            delete_links(&plan.add_macvlans);
+            return Err(e);
+        }
+        // 2. the dataplane, in frame order
+        self.switch(Classifier::from_config(&new), &plan, generation)?;
+        // 3. the redirect, in one transaction
+        if let Err(e) = redirect::replace(&self.config, &new, &shaper) {
+            let e = format!("replacing the redirect: {e}");
+            if let Err(e2) = self.switch(Classifier::from_config(&self.config), &back, generation) {
+                tracing::error!("putting the running tenants back: {e2}");
+            }
+            delete_links(&plan.add_macvlans);
+            return Err(e);
+        }
+        // 4. what nothing steers to any more
+        delete_links(&plan.remove_macvlans);
+        self.config = new;
+        Ok(generation)
+    }
+
+    /// Hands the reader a classifier and the scheduler its tenant list; returns once the
+    /// scheduler has taken it.
+    fn switch(
+        &self,
+        classifier: Classifier,
+        plan: &reload::ReloadPlan,
+        generation: u64,
+    ) -> Result<(), String> {
+        self.slot.put(
+            classifier,
+            Reconfigure {
+                shaping: plan.shaping.clone(),
+                names: plan.names.clone(),
+                previous: plan.previous.clone(),
+                generation,
+            },
+        );
+        loop {
+            match self.acks.recv_timeout(Duration::from_millis(100)) {
+                Ok(g) if g == generation => return Ok(()),
+                Ok(_) => {}
+                Err(_) if self.failed.load(Relaxed) => {
+                    return Err("a dataplane thread failed".into());
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+fn delete_links(names: &[String]) {
+    if names.is_empty() {
+        return;
+    }
+    match tollgate::kernel::netlink::Netlink::new() {
+        Ok(nl) => {
+            for m in names {
+                if let Err(e) = nl.link_delete(m) {
+                    tracing::warn!("removing {m}: {e}");
+                }
+            }
+        }
+        Err(e) => tracing::warn!("removing {}: {e}", names.join(", ")),
+    }
+}
+
 fn spawn(
     name: &str,
     failed: Arc<AtomicBool>,
@@ -252,7 +438,10 @@ fn spawn(
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
-            let r = f();
+            // frame and stats threads need no privilege: the TAP and sockets are open already
+            let r = tollgate::kernel::caps::keep_only(&[])
+                .map_err(io::Error::other)
+                .and_then(|()| f());
             if let Err(e) = &r {
                 failed.store(true, Relaxed);
                 tracing::error!("{e}");
@@ -271,10 +460,15 @@ struct Writer<'a> {
 
 impl Writer<'_> {
     fn send(&mut self, buf: Vec<u8>, len: usize) {
-        if let Err(e) = self.tap.write(&buf[..len]) {
-            let n = self.counters.write_errors.fetch_add(1, Relaxed);
-            if n.is_power_of_two() {
-                tracing::warn!(count = n + 1, "writing a frame to the TAP: {e}");
+        match self.tap.write(&buf[..len]) {
+            Ok(_) => {
+                self.counters.frames_written.fetch_add(1, Relaxed);
+            }
+            Err(e) => {
+                let n = self.counters.write_errors.fetch_add(1, Relaxed);
+                if n.is_power_of_two() {
+                    tracing::warn!(count = n + 1, "writing a frame to the TAP: {e}");
+                }
             }
         }
         // the pool is sized for every buffer ever allocated: this never blocks
@@ -282,140 +476,168 @@ impl Writer<'_> {
     }
 }
 
-fn reader_loop(
-    tap: &Tap,
-    classifier: &Classifier,
-    tx: &Sender<Packet>,
-    free_tx: &Sender<Vec<u8>>,
-    free_rx: &Receiver<Vec<u8>>,
-    counters: &PassCounters,
-    halt: &AtomicBool,
-) -> io::Result<()> {
-    let mac = tap.mac();
-    let mut allocated = 0usize;
-    let mut w = Writer {
-        tap,
-        free: free_tx,
-        counters,
-    };
-    let mut spare: Option<Vec<u8>> = None;
-    while !halt.load(Relaxed) {
-        let mut buf = match spare.take().or_else(|| free_rx.try_recv().ok()) {
-            Some(b) => b,
-            None if allocated < POOL_MAX => {
-                allocated += 1;
-                vec![0u8; BUF_LEN]
-            }
-            // every buffer is queued: wait for the scheduler to free one
-            None => match free_rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(b) => b,
-                Err(_) => continue,
-            },
-        };
-        let len = match tap.read(&mut buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                spare = Some(buf);
-                tap.wait_readable(100)?;
-                continue;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                spare = Some(buf);
-                continue;
-            }
-            Err(e) => {
-                counters.read_errors.fetch_add(1, Relaxed);
-                return Err(io::Error::new(e.kind(), format!("reading the TAP: {e}")));
-            }
-        };
-        let Some(vnet) = VnetHdr::parse(&buf[..len]) else {
-            counters.malformed.fetch_add(1, Relaxed);
-            spare = Some(buf);
-            continue;
-        };
-        if len >= VNET_HDR_LEN + 6
-            && classifier
-                .tenant_of_mac(&buf[VNET_HDR_LEN..VNET_HDR_LEN + 6])
-                .is_none()
-        {
-            // delivered locally only if addressed to the TAP (netdev mode brings the uplink's
-            // MAC); a gateway tenant's frame keeps its macvlan's MAC, which delivers it there
-            buf[VNET_HDR_LEN..VNET_HDR_LEN + 6].copy_from_slice(&mac);
-        }
-        match classifier.classify(&vnet, &buf[VNET_HDR_LEN..len]) {
-            Verdict::Tenant { tenant, cost } => {
-                let p = Packet {
-                    buf,
-                    len,
-                    tenant,
-                    cost,
-                };
-                match tx.try_send(p) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(p)) => {
-                        if let Err(e) = tx.send(p) {
-                            return Err(io::Error::other(format!("scheduler gone: {e}")));
-                        }
-                    }
-                    Err(TrySendError::Disconnected(_)) => {
-                        return Err(io::Error::other("scheduler gone"));
-                    }
-                }
-            }
-            Verdict::Pass(why) => {
-                let c = match why {
-                    Pass::NotIpv4 => &counters.not_ipv4,
-                    Pass::Malformed => &counters.malformed,
-                    Pass::NoTenant => &counters.no_tenant,
-                };
-                c.fetch_add(1, Relaxed);
-                w.send(buf, len);
-            }
+/// The reader thread: TAP -> classifier -> scheduler (or straight back).
+struct Reader<'a> {
+    tap: &'a Tap,
+    classifier: Classifier,
+    tx: &'a Sender<Msg>,
+    free_tx: &'a Sender<Vec<u8>>,
+    free_rx: &'a Receiver<Vec<u8>>,
+    counters: &'a PassCounters,
+    slot: &'a ReloadSlot,
+}
+
+impl Reader<'_> {
+    fn to_scheduler(&self, m: Msg) -> io::Result<()> {
+        match self.tx.try_send(m) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(m)) => self
+                .tx
+                .send(m)
+                .map_err(|e| io::Error::other(format!("scheduler gone: {e}"))),
+            Err(TrySendError::Disconnected(_)) => Err(io::Error::other("scheduler gone")),
         }
     }
-    Ok(())
+
+    fn run(&mut self, halt: &AtomicBool) -> io::Result<()> {
+        let mac = self.tap.mac();
+        let mut allocated = 0usize;
+        let mut w = Writer {
+            tap: self.tap,
+            free: self.free_tx,
+            counters: self.counters,
+        };
+        let mut spare: Option<Vec<u8>> = None;
+        while !halt.load(Relaxed) {
+            if let Some((classifier, r)) = self.slot.take() {
+                // every frame after this one is classified the new way, and the scheduler
+                // sees the new tenant list before any of them
+                self.classifier = classifier;
+                self.to_scheduler(Msg::Reconfigure(r))?;
+            }
+            let mut buf = match spare.take().or_else(|| self.free_rx.try_recv().ok()) {
+                Some(b) => b,
+                None if allocated < POOL_MAX => {
+                    allocated += 1;
+                    self.counters.pool_allocated.fetch_add(1, Relaxed);
+                    vec![0u8; BUF_LEN]
+                }
+                // every buffer is queued: wait for the scheduler to free one
+                None => match self.free_rx.recv_timeout(Duration::from_millis(100)) {
+                    Ok(b) => b,
+                    Err(_) => continue,
+                },
+            };
+            let len = match self.tap.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    spare = Some(buf);
+                    self.tap.wait_readable(100)?;
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    spare = Some(buf);
+                    continue;
+                }
+                Err(e) => {
+                    self.counters.read_errors.fetch_add(1, Relaxed);
+                    return Err(io::Error::new(e.kind(), format!("reading the TAP: {e}")));
+                }
+            };
+            self.counters.frames_read.fetch_add(1, Relaxed);
+            let Some(vnet) = VnetHdr::parse(&buf[..len]) else {
+                self.counters.malformed.fetch_add(1, Relaxed);
+                spare = Some(buf);
+                continue;
+            };
+            if len >= VNET_HDR_LEN + 6
+                && !tollgate::names::is_shaper_macvlan_mac(&buf[VNET_HDR_LEN..VNET_HDR_LEN + 6])
+            {
+                // delivered locally only if addressed to the TAP (netdev mode brings the
+                // uplink's MAC); a gateway tenant's frame keeps its macvlan's MAC, which
+                // delivers it there
+                buf[VNET_HDR_LEN..VNET_HDR_LEN + 6].copy_from_slice(&mac);
+            }
+            match self.classifier.classify(&vnet, &buf[VNET_HDR_LEN..len]) {
+                Verdict::Tenant { tenant, cost } => {
+                    self.to_scheduler(Msg::Frame(Packet {
+                        buf,
+                        len,
+                        tenant,
+                        cost,
+                    }))?;
+                }
+                Verdict::Pass(why) => {
+                    let c = match why {
+                        Pass::NotIpv4 => &self.counters.not_ipv4,
+                        Pass::Malformed => &self.counters.malformed,
+                        Pass::NoTenant => &self.counters.no_tenant,
+                    };
+                    c.fetch_add(1, Relaxed);
+                    w.send(buf, len);
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 fn scheduler_loop(
     w: &mut Writer<'_>,
-    rx: &Receiver<Packet>,
-    shaping: &[tollgate::config::Shaping],
-    names: &[String],
-    tap_name: &str,
-    stats_path: &std::path::Path,
+    rx: &Receiver<Msg>,
+    mut shaping: Vec<tollgate::config::Shaping>,
+    mut names: Vec<Arc<str>>,
+    shared: &Shared,
+    acks: &Sender<u64>,
     halt: &AtomicBool,
 ) -> io::Result<()> {
-    let start = Instant::now();
+    let start = shared.start;
     // u64 nanoseconds last 584 years of uptime
     let now = || u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-    let mut sched: Scheduler<Packet> = Scheduler::new(shaping, now());
-    let mut next_stats = start;
+    let mut sched: Scheduler<Packet> = Scheduler::new(&shaping, now());
+    let mut next_snapshot = Instant::now();
+    let take = |sched: &mut Scheduler<Packet>,
+                w: &mut Writer<'_>,
+                shaping: &mut Vec<tollgate::config::Shaping>,
+                names: &mut Vec<Arc<str>>,
+                m: Msg,
+                t: u64| match m {
+        Msg::Frame(p) => enqueue(sched, w, p, t),
+        Msg::Reconfigure(r) => {
+            // the frames of tenants that are gone are no longer shaped: deliver them now
+            for p in sched.reconfigure(&r.shaping, &r.previous, t) {
+                w.send(p.buf, p.len);
+            }
+            *shaping = r.shaping;
+            *names = r.names;
+            shared.publish(sched, names, shaping, t, true);
+            let _ = acks.send(r.generation);
+        }
+    };
     loop {
         let t = now();
         while let Some((_, p)) = sched.dequeue(t) {
             w.send(p.buf, p.len);
         }
-        if Instant::now() >= next_stats {
-            write_stats(
-                &sched, names, shaping, w.counters, tap_name, start, stats_path,
-            );
-            next_stats += Duration::from_secs(1);
+        if Instant::now() >= next_snapshot {
+            shared.publish(&mut sched, &names, &shaping, t, false);
+            next_snapshot += stats::SNAPSHOT_EVERY;
         }
         if halt.load(Relaxed) {
             break;
         }
         let mut until = Instant::now() + Duration::from_millis(100);
-        until = until.min(next_stats);
+        until = until.min(next_snapshot);
         if let Some(ns) = sched.next_release() {
             until = until.min(start + Duration::from_nanos(ns));
         }
         match rx.recv_deadline(until) {
-            Ok(p) => {
+            Ok(m) => {
                 let t = now();
-                enqueue(&mut sched, w, p, t);
+                take(&mut sched, w, &mut shaping, &mut names, m, t);
                 // take what else is waiting without sleeping again
-                for p in rx.try_iter().take(256) {
-                    enqueue(&mut sched, w, p, t);
+                for m in rx.try_iter().take(256) {
+                    take(&mut sched, w, &mut shaping, &mut names, m, t);
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -423,16 +645,16 @@ fn scheduler_loop(
         }
     }
     // Delayed, not dropped: deliver everything still queued or in flight.
-    for p in rx.try_iter() {
-        w.send(p.buf, p.len);
+    for m in rx.try_iter() {
+        if let Msg::Frame(p) = m {
+            w.send(p.buf, p.len);
+        }
     }
     let rest: Vec<Packet> = sched.drain().map(|(_, p)| p).collect();
     for p in rest {
         w.send(p.buf, p.len);
     }
-    write_stats(
-        &sched, names, shaping, w.counters, tap_name, start, stats_path,
-    );
+    shared.publish(&mut sched, &names, &shaping, now(), true);
     Ok(())
 }
 
@@ -444,38 +666,39 @@ fn enqueue(sched: &mut Scheduler<Packet>, w: &mut Writer<'_>, p: Packet, now: u6
     }
 }
 
-fn write_stats(
-    sched: &Scheduler<Packet>,
-    names: &[String],
-    shaping: &[tollgate::config::Shaping],
-    c: &PassCounters,
-    tap: &str,
-    start: Instant,
+/// The stats thread: the counters file once a second, and the metrics endpoint if configured.
+fn stats_loop(
+    shared: &Arc<Shared>,
+    free: &Receiver<Vec<u8>>,
     path: &std::path::Path,
+    endpoint: Option<metrics::Endpoint>,
+    halt: &Arc<AtomicBool>,
 ) {
-    let file = StatsFile {
-        tap,
-        uptime_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
-        tenants: names
-            .iter()
-            .enumerate()
-            .map(|(i, name)| TenantStatsEntry {
-                name,
-                rate_bytes_per_sec: shaping[i].rate,
-                backlog_bytes: sched.backlog(i),
-                counters: sched.stats(i),
-            })
-            .collect(),
-        passed_not_ipv4: c.not_ipv4.load(Relaxed),
-        passed_malformed: c.malformed.load(Relaxed),
-        passed_no_tenant: c.no_tenant.load(Relaxed),
-        read_errors: c.read_errors.load(Relaxed),
-        write_errors: c.write_errors.load(Relaxed),
+    let refresh = |shared: &Shared| {
+        let c = &shared.counters;
+        let allocated = c.pool_allocated.load(Relaxed);
+        c.pool_in_use.store(
+            allocated.saturating_sub(u64::try_from(free.len()).unwrap_or(0)),
+            Relaxed,
+        );
     };
-    let ok = serde_json::to_vec_pretty(&file)
-        .map_err(|e| e.to_string())
-        .and_then(|b| state::write_atomic(path, &b, false).map_err(|e| e.to_string()));
-    if let Err(e) = ok {
-        tracing::debug!("writing {}: {e}", path.display());
-    }
+    std::thread::scope(|s| {
+        if let Some(ep) = endpoint {
+            let (shared, halt) = (shared.clone(), halt.clone());
+            s.spawn(move || {
+                tracing::info!(addr = %ep.addr, "metrics at http://{}/metrics", ep.addr);
+                ep.serve(shared, u64::try_from(POOL_MAX).unwrap_or(u64::MAX), &halt);
+            });
+        }
+        while !halt.load(Relaxed) {
+            refresh(shared);
+            stats::write_file(shared, path);
+            for _ in 0..10 {
+                if halt.load(Relaxed) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    });
 }

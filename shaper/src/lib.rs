@@ -3,14 +3,17 @@
 //! back for local delivery. See docs/shaper.md for the packet path.
 //!
 //! Pure core (no I/O, unit-tested with a fake clock): [`vnet`], [`classify`], [`bucket`],
-//! [`sched`]. I/O shell (on the kernel layer of the `tollgate` crate): [`redirect`], [`sysctl`], [`state`],
-//! [`daemon`].
+//! [`sched`], [`reload`] (what a reload changes). I/O shell (on the kernel layer of the `tollgate` crate): [`redirect`], [`sysctl`], [`state`],
+//! [`stats`], [`metrics`], [`daemon`].
 
 pub mod bucket;
 pub mod classify;
 pub mod daemon;
+pub mod metrics;
 pub mod redirect;
+pub mod reload;
 pub mod sched;
 pub mod state;
+pub mod stats;
 pub mod sysctl;
 pub mod vnet;

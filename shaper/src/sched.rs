@@ -147,6 +147,65 @@ impl<F> Scheduler<F> {
     pub fn tenant_count(&self) -> usize {
         self.tenants.len()
     }
+
+    /// The tenant's token balance in bytes at `now` (negative: the debt a frame left).
+    pub fn tokens(&mut self, tenant: usize, now: u64) -> i64 {
+        let b = &mut self.tenants[tenant].bucket;
+        b.refill(now);
+        b.balance()
+    }
+
+    /// Takes a new tenant list in place, for a live reload. `previous[i]` is the old index of
+    /// new tenant `i` (None: a new tenant, with a full bucket). A kept tenant keeps its queued
+    /// frames, its counters and its token balance, and continues at its new rate, burst and
+    /// queue limit from `now` (frames already queued stay queued even if the new limit is
+    /// smaller: they were accepted). Returns the frames of tenants that are gone, in order,
+    /// for the caller to deliver: they are no longer shaped, and nothing queued is lost.
+    pub fn reconfigure(
+        &mut self,
+        tenants: &[Shaping],
+        previous: &[Option<usize>],
+        now: u64,
+    ) -> Vec<F> {
+        let mut old: Vec<Option<TenantQueue<F>>> = std::mem::take(&mut self.tenants)
+            .into_iter()
+            .map(Some)
+            .collect();
+        self.tenants = tenants
+            .iter()
+            .zip(previous.iter().chain(std::iter::repeat(&None)))
+            .map(
+                |(s, prev)| match prev.and_then(|p| old.get_mut(p)?.take()) {
+                    Some(mut q) => {
+                        q.bucket.set_rate(s.rate, s.burst, now);
+                        q.limit = s.queue;
+                        q.scheduled = false;
+                        q
+                    }
+                    None => TenantQueue {
+                        bucket: TokenBucket::new(s.rate, s.burst, now),
+                        frames: VecDeque::new(),
+                        backlog: 0,
+                        limit: s.queue,
+                        scheduled: false,
+                        stats: TenantStats::default(),
+                    },
+                },
+            )
+            .collect();
+        // release times change with the rates: rebuild the heap from the queues
+        self.heap.clear();
+        for t in 0..self.tenants.len() {
+            if !self.tenants[t].frames.is_empty() {
+                let at = self.tenants[t].bucket.ready_at().max(now);
+                self.schedule(t, at);
+            }
+        }
+        old.into_iter()
+            .flatten()
+            .flat_map(|q| q.frames.into_iter().map(|(f, _)| f))
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -64,11 +64,7 @@ pub fn plan(
     // gateway tenants' macvlans: frames from the tenant arrive there, its route back is the
     // tunnel (rp_filter would drop them), and they send nothing of their own
     for m in macvlans {
-        n.tap.push((conf_key("ipv4", m, "rp_filter"), "0".into()));
-        if sysctl::exists(&conf_key("ipv6", m, "disable_ipv6")) {
-            n.tap
-                .push((conf_key("ipv6", m, "disable_ipv6"), "1".into()));
-        }
+        n.tap.extend(macvlan_keys(m));
     }
     if mode == RedirectMode::Route {
         ns(&mut n, "net.ipv4.ip_forward".into(), "1");
@@ -87,6 +83,15 @@ pub fn plan(
         ));
     }
     Ok(n)
+}
+
+/// A gateway tenant's macvlan's own keys (they vanish with it).
+pub fn macvlan_keys(m: &str) -> Vec<(String, String)> {
+    let mut keys = vec![(conf_key("ipv4", m, "rp_filter"), "0".into())];
+    if sysctl::exists(&conf_key("ipv6", m, "disable_ipv6")) {
+        keys.push((conf_key("ipv6", m, "disable_ipv6"), "1".into()));
+    }
+    keys
 }
 
 /// Sets the TAP's own keys (they vanish with it: nothing to restore).

@@ -361,11 +361,201 @@ fn signal_restores(mode: &str, signal: i32) {
     );
 }
 
-/// SIGHUP used to kill the daemon and leave the netdev `fwd` in place (the tenant cut off):
-/// every signal that would end it now stops it cleanly.
+/// Every signal that would end the daemon stops it cleanly (SIGHUP reloads: see below).
 #[test]
-fn sighup_restores_namespace_netdev() {
-    signal_restores("netdev", libc::SIGHUP);
+fn sigusr1_restores_namespace_netdev() {
+    signal_restores("netdev", libc::SIGUSR1);
+}
+
+/// (CapEff, CapBnd) of each thread of `pid`, the main thread first.
+fn thread_caps(pid: u32) -> Vec<(u64, u64)> {
+    let mut tids: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("tasks")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    tids.sort_by_key(|&t| (t != pid, t));
+    tids.iter()
+        .map(|t| {
+            let status =
+                std::fs::read_to_string(format!("/proc/{pid}/task/{t}/status")).expect("status");
+            let field = |k: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(k))
+                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                    .expect("cap field")
+            };
+            (field("CapEff:"), field("CapBnd:"))
+        })
+        .collect()
+}
+
+/// Runs `tollgate-shaper reload` on the lab's config file (after writing `cfg` to it).
+fn reload_with(lab: &UploadLab, cfg: &str) -> std::process::Output {
+    let path = lab.dir.path().join("tollgate.toml");
+    std::fs::write(&path, cfg).expect("write config");
+    lab.srv
+        .command(shaper_bin())
+        .arg("reload")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("tollgate-shaper reload")
+}
+
+/// A live reload during an upload: 30 -> 10 Mbit/s takes effect with no interval above the old
+/// rate (a restart let hundreds of MB through unshaped), a tenant added by the reload is shaped
+/// at once, a bad file or a change that needs a restart is refused with the running config
+/// kept, SIGHUP itself reloads, and stopping afterwards restores the namespace.
+fn live_reload(mode: &str) {
+    let Some(_serial) = lab(&format!("live_reload_{mode}")) else {
+        return;
+    };
+    let lab = UploadLab::new("rl", &[10, 20]).expect("lab");
+    let before = lab.srv.snapshot().expect("snapshot");
+    let alpha30 = config(&lab, mode, &[("alpha", "198.51.100.10/32", "30mbit")]);
+    let shaper = start_shaper(&lab, &alpha30, "shaper.log");
+    let _s1 = lab.iperf3_server(5201).expect("server 5201");
+    let _s2 = lab.iperf3_server(5202).expect("server 5202");
+    let up = lab.iperf3_upload(10, 5201, 12).expect("alpha upload");
+    std::thread::sleep(Duration::from_secs(5));
+    let alpha10_beta5 = config(
+        &lab,
+        mode,
+        &[
+            ("alpha", "198.51.100.10/32", "10mbit"),
+            ("beta", "198.51.100.20/32", "5mbit"),
+        ],
+    );
+    let out = reload_with(&lab, &alpha10_beta5);
+    assert!(
+        out.status.success(),
+        "reload: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("generation 2"));
+    let up = finish_upload(up, Duration::from_secs(30)).expect("alpha result");
+    let iv: Vec<String> = up
+        .intervals_bps
+        .iter()
+        .map(|b| format!("{:.1}", b / 1e6))
+        .collect();
+    eprintln!(
+        "{mode} alpha per second across the reload (Mbit/s): {}",
+        iv.join(" ")
+    );
+    // no second (after the first, where the sender fills its socket buffer) went faster than
+    // the highest rate configured: no gap where frames passed unshaped
+    assert!(up.intervals_bps.len() >= 11, "{iv:?}");
+    let peak = up.intervals_bps[1..].iter().cloned().fold(0.0, f64::max);
+    assert!(
+        peak < 30e6 * 1.15,
+        "{mode}: a second at {:.1} Mbit/s",
+        peak / 1e6
+    );
+    // before the reload: 30; from two seconds after it: 10 (sender-side seconds are lumpy at
+    // 10 Mbit/s, so compare means)
+    let mean = |r: &[f64]| r.iter().sum::<f64>() / r.len() as f64;
+    for (range, want) in [(1..4, 30e6), (7..up.intervals_bps.len(), 10e6)] {
+        let m = mean(&up.intervals_bps[range.clone()]);
+        assert!(
+            (0.9..=1.1).contains(&(m / want)),
+            "{mode}: seconds {range:?} averaged {:.1} Mbit/s, expected {} (all: {iv:?})",
+            m / 1e6,
+            want / 1e6
+        );
+    }
+    // set up, the daemon keeps CAP_NET_ADMIN in its main thread (reloads worked with only
+    // that) and nothing in its frame threads; no thread can get anything back
+    let caps = thread_caps(shaper.child.id());
+    assert!(caps.len() >= 4, "{caps:?}");
+    for (i, (eff, bnd)) in caps.iter().enumerate() {
+        let net_admin = 1u64 << 12;
+        let want = if i == 0 { net_admin } else { 0 };
+        assert_eq!(*eff, want, "thread {i} CapEff {eff:x} (all: {caps:x?})");
+        assert_eq!(*bnd & !net_admin, 0, "thread {i} CapBnd {bnd:x}");
+    }
+    // beta, added by the reload, is shaped
+    let b = lab.iperf3_upload(20, 5202, 4).expect("beta upload");
+    let b = finish_upload(b, Duration::from_secs(20)).expect("beta result");
+    eprintln!(
+        "{mode} beta after reload: {:.2} Mbit/s",
+        b.received_bps / 1e6
+    );
+    assert!((0.85..=1.05).contains(&(b.received_bps / 5e6)));
+
+    // a rate without a unit: refused, the old config keeps running
+    let bad = alpha10_beta5.replace("\"10mbit\"", "\"10\"");
+    let out = reload_with(&lab, &bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("tenant[0].upload"),
+        "{err}"
+    );
+    // the daemon also refuses it itself when signalled directly, and says why
+    shaper.signal(libc::SIGHUP);
+    assert!(
+        lab::wait_until(Duration::from_secs(5), || {
+            stats(&lab)["reloads_failed"].as_u64() == Some(1)
+        }),
+        "SIGHUP with a bad file: {}",
+        stats(&lab)
+    );
+    assert_eq!(stats(&lab)["generation"], 2);
+    assert!(
+        stats(&lab)["last_reload_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("did you mean"))
+    );
+    // a change that needs a restart is refused too
+    let out = reload_with(
+        &lab,
+        &alpha10_beta5.replace("[shaper]\n", "[shaper]\nmark = 4242\n"),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("shaper.mark changed"),
+        "{err}"
+    );
+    let a = lab.iperf3_upload(10, 5201, 3).expect("alpha upload");
+    let a = finish_upload(a, Duration::from_secs(20)).expect("alpha result");
+    eprintln!(
+        "{mode} alpha after refused reloads: {:.2} Mbit/s",
+        a.received_bps / 1e6
+    );
+    assert!((0.85..=1.05).contains(&(a.received_bps / 10e6)));
+
+    // removing every source tenant but one, then stopping: the namespace is as it was
+    let out = reload_with(
+        &lab,
+        &config(&lab, mode, &[("beta", "198.51.100.20/32", "5mbit")]),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        ping(&lab, ALPHA),
+        "alpha, no longer a tenant, still reaches the server"
+    );
+    stop_shaper(shaper);
+    assert_eq!(
+        before,
+        lab.srv.snapshot().expect("snapshot"),
+        "namespace not restored"
+    );
+}
+
+#[test]
+fn live_reload_netdev() {
+    live_reload("netdev");
+}
+
+#[test]
+fn live_reload_route() {
+    live_reload("route");
 }
 
 #[test]
@@ -1088,4 +1278,100 @@ fn status_shows_the_current_rate() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is tollgate-shaper running"), "{err}");
+}
+
+/// GET /metrics from the shaper's endpoint inside the lab's server namespace.
+fn scrape(lab: &UploadLab, port: u16) -> String {
+    in_netns(lab.srv.name(), move || -> std::io::Result<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })
+    .join()
+    .expect("scrape thread")
+    .expect("setns")
+    .expect("scrape")
+}
+
+/// The value of the sample `name` (with its labels) on a metrics page.
+fn sample(page: &str, name: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{page}"))
+}
+
+/// The Prometheus endpoint during an upload: the tenant's byte counter moves at its configured
+/// rate between two scrapes; other paths are 404; the port is closed after the shaper stops.
+#[test]
+fn metrics_count_a_tenants_bytes_at_its_rate() {
+    let Some(_serial) = lab("metrics_count_a_tenants_bytes_at_its_rate") else {
+        return;
+    };
+    let lab = UploadLab::new("me", &[10]).expect("lab");
+    let cfg = config(&lab, "netdev", &[("alpha", "198.51.100.10/32", "20mbit")])
+        .replace("[shaper]\n", "[shaper]\nmetrics = \"127.0.0.1:9464\"\n");
+    let shaper = start_shaper(&lab, &cfg, "shaper.log");
+    let _srv = lab.iperf3_server(5201).expect("server");
+    let up = lab.iperf3_upload(10, 5201, 10).expect("upload");
+    std::thread::sleep(Duration::from_secs(2));
+    let sent = "tollgate_shaper_tenant_sent_bytes_total{tenant=\"alpha\"}";
+    let first = scrape(&lab, 9464);
+    let t0 = std::time::Instant::now();
+    assert!(
+        first.starts_with("HTTP/1.1 200") || first.starts_with("HTTP/1.0 200"),
+        "{first}"
+    );
+    assert!(first.contains("application/openmetrics-text"), "{first}");
+    std::thread::sleep(Duration::from_secs(5));
+    let second = scrape(&lab, 9464);
+    let dt = t0.elapsed().as_secs_f64();
+    let rate_bits = (sample(&second, sent) - sample(&first, sent)) * 8.0 / dt;
+    eprintln!(
+        "metrics: alpha's byte counter moved at {:.2} Mbit/s",
+        rate_bits / 1e6
+    );
+    assert!(
+        (0.9..=1.1).contains(&(rate_bits / 20e6)),
+        "counter rate {:.2} Mbit/s",
+        rate_bits / 1e6
+    );
+    assert_eq!(
+        sample(
+            &second,
+            "tollgate_shaper_tenant_rate_bytes_per_second{tenant=\"alpha\"}"
+        ),
+        2_500_000.0
+    );
+    assert!(sample(&second, "tollgate_shaper_frames_read_total") > 0.0);
+    assert!(sample(&second, "tollgate_shaper_pool_buffers{state=\"in_use\"}") >= 0.0);
+    assert!(scrape_path_status(&lab, 9464, "/").contains("404"));
+    finish_upload(up, Duration::from_secs(30)).expect("upload");
+    stop_shaper(shaper);
+    let closed = in_netns(lab.srv.name(), || {
+        TcpStream::connect(("127.0.0.1", 9464)).is_err()
+    })
+    .join()
+    .expect("thread")
+    .expect("setns");
+    assert!(
+        closed,
+        "the metrics port is still open after the shaper stopped"
+    );
+}
+
+fn scrape_path_status(lab: &UploadLab, port: u16, path: &'static str) -> String {
+    in_netns(lab.srv.name(), move || -> std::io::Result<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", port))?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out.lines().next().unwrap_or_default().to_string())
+    })
+    .join()
+    .expect("thread")
+    .expect("setns")
+    .expect("request")
 }

@@ -9,6 +9,7 @@ pub mod examples;
 mod gateway;
 mod net;
 mod raw;
+mod schema;
 pub mod units;
 
 use std::collections::BTreeMap;
@@ -35,6 +36,8 @@ pub struct ConfigError {
     /// The key, as a dotted path (`tenant[1].upload`), or empty.
     pub key: String,
     pub message: String,
+    /// Further problems found in the same pass (each reported with its own place).
+    pub also: Vec<ConfigError>,
 }
 
 impl fmt::Display for ConfigError {
@@ -46,7 +49,11 @@ impl fmt::Display for ConfigError {
         if !self.key.is_empty() {
             write!(f, ": {}", self.key)?;
         }
-        write!(f, ": {}", self.message)
+        write!(f, ": {}", self.message)?;
+        for e in &self.also {
+            write!(f, "\n{e}")?;
+        }
+        Ok(())
     }
 }
 
@@ -77,6 +84,8 @@ pub struct ShaperConfig {
     pub mark: u32,
     /// Route mode: priority of the fwmark rule; the `local` rule is moved right after it.
     pub rule_priority: u32,
+    /// Where the Prometheus metrics endpoint listens (`[shaper] metrics`); off when None.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Per-tenant shaping of traffic towards local services.
@@ -137,7 +146,21 @@ impl ConfigError {
             column: 0,
             key: String::new(),
             message: message.to_string(),
+            also: Vec::new(),
         }
+    }
+
+    /// The first of `errors`, carrying the rest (None if there are none).
+    pub fn many(errors: Vec<ConfigError>) -> Option<ConfigError> {
+        let mut it = errors.into_iter();
+        let mut first = it.next()?;
+        first.also.extend(it);
+        Some(first)
+    }
+
+    /// How many problems this error reports.
+    pub fn count(&self) -> usize {
+        1 + self.also.len()
     }
 }
 
@@ -150,6 +173,7 @@ impl Config {
             column: 0,
             key: String::new(),
             message: format!("cannot read: {e}"),
+            also: Vec::new(),
         })?;
         Config::parse(&text, path)
     }
@@ -157,6 +181,26 @@ impl Config {
     /// Parses and validates config text; `path` is used in messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let cx = Cx { text, path };
+        // 1. syntax (the parser stops at the first error), 2. the shape of every key, all
+        // problems at once, 3. serde into the raw structs, 4. values, all sections and tenants
+        let doc = toml_edit::ImDocument::parse(text).map_err(|e| {
+            let (line, column) = e.span().map(|s| cx.line_col(s.start)).unwrap_or((0, 0));
+            ConfigError {
+                path: path.to_path_buf(),
+                line,
+                column,
+                key: String::new(),
+                message: e.message().trim().to_string(),
+                also: Vec::new(),
+            }
+        })?;
+        let shape: Vec<ConfigError> = schema::check(&doc)
+            .into_iter()
+            .map(|(at, key, message)| cx.err_at(at, &key, &message))
+            .collect();
+        if let Some(e) = ConfigError::many(shape) {
+            return Err(e);
+        }
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let (line, column) = e.span().map(|s| cx.line_col(s.start)).unwrap_or((0, 0));
             ConfigError {
@@ -165,22 +209,31 @@ impl Config {
                 column,
                 key: String::new(),
                 message: e.message().trim().to_string(),
+                also: Vec::new(),
             }
         })?;
+        let mut errors = Vec::new();
         let gateway = match &raw.gateway {
-            Some(g) => Some(cx.gateway(g)?),
+            Some(g) => cx.gateway(g).map_err(|e| errors.push(e)).ok(),
             None => None,
         };
-        let tenants = raw
-            .tenant
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let mut tenant = cx.tenant(i, t)?;
-                tenant.gateway = cx.tenant_gateway(i, t, gateway.as_ref())?;
+        let gateway_ok = errors.is_empty();
+        let mut tenants = Vec::new();
+        for (i, t) in raw.tenant.iter().enumerate() {
+            let tenant = cx.tenant(i, t).and_then(|mut tenant| {
+                if gateway_ok {
+                    tenant.gateway = cx.tenant_gateway(i, t, gateway.as_ref())?;
+                }
                 Ok(tenant)
-            })
-            .collect::<Result<Vec<_>, ConfigError>>()?;
+            });
+            match tenant {
+                Ok(t) => tenants.push(t),
+                Err(e) => errors.push(e),
+            }
+        }
+        if let Some(e) = ConfigError::many(errors) {
+            return Err(e);
+        }
         cx.check_tenants(&raw.tenant, &tenants)?;
         let shaper = match &raw.shaper {
             Some(s) => Some(cx.shaper(s, &raw.tenant, &tenants)?),
@@ -212,8 +265,17 @@ impl Config {
 
     /// Warnings about settings that are accepted but have no effect.
     pub fn warnings(&self) -> Vec<String> {
-        if self.shaper.is_some() {
-            return Vec::new();
+        if let Some(s) = &self.shaper {
+            return s
+                .metrics
+                .filter(|m| !m.ip().is_loopback())
+                .map(|m| {
+                    format!(
+                        "shaper.metrics: {m} is not a loopback address: anyone who reaches it reads every tenant's counters"
+                    )
+                })
+                .into_iter()
+                .collect();
         }
         self.tenants
             .iter()
@@ -325,6 +387,7 @@ impl Cx<'_> {
             column,
             key: key.to_string(),
             message: message.to_string(),
+            also: Vec::new(),
         }
     }
 
@@ -585,7 +648,21 @@ impl Cx<'_> {
                 "must be 1..31999 (the local rule is moved to the next priority)",
             ));
         }
+        let metrics = match &r.metrics {
+            None => None,
+            Some(m) => Some(m.get_ref().parse::<std::net::SocketAddr>().map_err(|_| {
+                self.err(
+                    m,
+                    "shaper.metrics",
+                    format!(
+                        "{:?}: expected an address and port, like \"127.0.0.1:9464\"",
+                        m.get_ref()
+                    ),
+                )
+            })?),
+        };
         Ok(ShaperConfig {
+            metrics,
             interface: r.interface.as_ref().map(|i| i.get_ref().clone()),
             tap: r.tap.get_ref().clone(),
             redirect,

@@ -24,6 +24,7 @@ pub(super) struct RawShaper {
     pub table: Option<Spanned<u32>>,
     pub mark: Option<Spanned<u32>>,
     pub rule_priority: Option<Spanned<u32>>,
+    pub metrics: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

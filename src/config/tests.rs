@@ -348,3 +348,32 @@ fn a_rate_without_unit_is_refused_with_a_hint() {
     assert!(e.line > 0, "{e}");
     assert!(e.message.contains("did you mean \"20mbit\""), "{e}");
 }
+
+#[test]
+fn every_problem_is_reported_at_once_with_its_place() {
+    // shape problems: all of them, in file order
+    let e = err("[shaper]\ntap = \"tg0\"\nintreface = \"eth0\"\n\n[tenant]\nname = \"a\"\n");
+    assert_eq!(e.count(), 2, "{e}");
+    let text = e.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("t.toml:3:1: shaper.intreface: unknown key")
+            && lines[0].contains("did you mean \"interface\""),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("t.toml:5:1: tenant: write [[tenant]]"),
+        "{text}"
+    );
+    // value problems in different tenants: all of them too
+    let e = err(
+        "[shaper]\ninterface = \"eth0\"\ntap = \"tg0\"\n\n[[tenant]]\nname = \"a\"\nsources = [\"10.0.0.0/33\"]\nupload = \"20mbit\"\n\n[[tenant]]\nname = \"b\"\nsources = [\"10.1.0.0/24\"]\nupload = \"20\"\n",
+    );
+    assert_eq!(e.count(), 2, "{e}");
+    assert_eq!((e.line, e.key.as_str()), (7, "tenant[0].sources"));
+    assert_eq!(
+        (e.also[0].line, e.also[0].key.as_str()),
+        (13, "tenant[1].upload")
+    );
+    assert!(e.also[0].message.contains("did you mean"), "{e}");
+}

@@ -8,8 +8,10 @@
 //! - [`sysctl`]: values by dotted key, and the journal of changes to restore;
 //! - [`state`]: atomic state files and locks, never following symbolic links;
 //! - [`tap`]: the TAP device with vnet headers and offloads;
-//! - [`conntrack`]: the count of offloaded flows, for `show`.
+//! - [`conntrack`]: the count of offloaded flows, for `show`;
+//! - [`caps`]: giving up capabilities once set up.
 
+pub mod caps;
 pub mod conntrack;
 pub mod model;
 pub mod netlink;

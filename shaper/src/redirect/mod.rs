@@ -128,6 +128,44 @@ pub fn install(config: &Config, shaper: &ShaperConfig) -> Result<(), RedirectErr
     result
 }
 
+/// Replaces the redirect for a live reload: both tables (source tenants', gateway tenants') in
+/// one nft transaction, so every frame meets either the whole old ruleset or the whole new one.
+/// A table with nothing left to steer is deleted in the same transaction. Route mode's rule and
+/// route are made first if the running config had no source tenant to need them.
+pub fn replace(old: &Config, new: &Config, shaper: &ShaperConfig) -> Result<(), RedirectError> {
+    let table = nft::table_name(&shaper.tap);
+    let family = match shaper.redirect {
+        RedirectMode::Netdev => NfFamily::NetDev,
+        RedirectMode::Route => NfFamily::IP,
+    };
+    let mut objects = Vec::new();
+    if has_source_tenants(new) {
+        if shaper.redirect == RedirectMode::Route && !has_source_tenants(old) {
+            route::install(route_spec(shaper), &shaper.tap)?;
+        }
+        let sel = nft::Selection::from_config(new, shaper.redirect, &shaper.tap);
+        let rules = nft::ruleset(&sel, &shaper.tap, shaper.redirect, shaper.mark);
+        objects.extend(rules.objects.into_owned());
+    } else {
+        objects.extend(nft::removal(&table, family).objects.into_owned());
+    }
+    let g = gateway::GatewayShaping::from_config(new);
+    let gw_table = names::shaper_gateway_nft_table(&shaper.tap);
+    if g.is_empty() {
+        objects.extend(
+            nft::removal(&gw_table, NfFamily::NetDev)
+                .objects
+                .into_owned(),
+        );
+    } else {
+        objects.extend(g.ruleset(&gw_table, &shaper.tap).objects.into_owned());
+    }
+    nft::apply(&nftables::schema::Nftables {
+        objects: std::borrow::Cow::Owned(objects),
+    })?;
+    Ok(())
+}
+
 /// Removes the redirect (nft first, so nothing is steered to a path being torn down).
 pub fn remove(shaper: &ShaperConfig) -> Result<(), RedirectError> {
     let table = nft::table_name(&shaper.tap);

@@ -165,3 +165,34 @@ fn drain_delivers_everything_in_order() {
     assert_eq!(s.next_release(), None);
     assert_eq!(s.backlog(0), 0);
 }
+
+#[test]
+fn reconfigure_keeps_queues_and_counters_and_applies_new_rates() {
+    // tenants a (1000 B/s) and b (1000 B/s); b is removed, c is added, a drops to 500 B/s
+    let mut s: Scheduler<u32> = Scheduler::new(&[shaping(1000, 100, 10_000); 2], 0);
+    for f in 0..3 {
+        s.enqueue(0, f, 100, 0).unwrap();
+        s.enqueue(1, 10 + f, 100, 0).unwrap();
+    }
+    assert_eq!(s.dequeue(0).map(|(t, _)| t), Some(0));
+    let gone = s.reconfigure(
+        &[shaping(500, 100, 150), shaping(2000, 100, 10_000)],
+        &[Some(0), None],
+        0,
+    );
+    // b's three queued frames come back in order, to be delivered, not dropped
+    assert_eq!(gone, vec![10, 11, 12]);
+    assert_eq!(s.tenant_count(), 2);
+    // a keeps its two queued frames although its new limit (150) is below its backlog (200)
+    assert_eq!(s.backlog(0), 200);
+    assert_eq!(s.stats(0).sent_packets, 1);
+    assert!(s.enqueue(0, 99, 100, 0).is_err(), "new limit refuses more");
+    // a's debt (100 bytes after the first frame with burst 100) now drains at 500 B/s
+    assert_eq!(s.dequeue(0), Some((0, 1)));
+    assert_eq!(s.next_release(), Some(SEC / 5));
+    assert_eq!(s.dequeue(SEC / 5), Some((0, 2)));
+    // the new tenant c starts with a full bucket
+    s.enqueue(1, 7, 100, SEC).unwrap();
+    assert_eq!(s.dequeue(SEC), Some((1, 7)));
+    assert_eq!(s.stats(1).sent_packets, 1);
+}
