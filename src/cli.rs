@@ -1,4 +1,6 @@
-//! What both binaries do the same way at their edge: logging set-up and exit codes.
+//! What both binaries do the same way at their edge: logging set-up, exit codes, and their man
+//! pages and shell completions (generated from the clap definitions by the hidden `generate`
+//! subcommand, which `make install` and the Debian package use).
 //!
 //! Exit codes (also in each binary's `--help`): 0 success; 1 a runtime failure (the kernel
 //! refused, a file could not be written, ...); 2 `tollgate plan` found changes to make (only
@@ -66,6 +68,53 @@ pub fn parse_args<T: clap::Parser>() -> T {
     }
 }
 
+/// What `generate` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Generate {
+    /// Man pages (section 8): the program's and one per subcommand.
+    Man,
+    /// bash, zsh and fish completions.
+    Completions,
+}
+
+/// Writes `what` for the command `cmd` into `dir` (created if missing); returns the files.
+pub fn generate(
+    mut cmd: clap::Command,
+    what: Generate,
+    dir: &std::path::Path,
+) -> std::io::Result<Vec<std::path::PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let name = cmd.get_name().to_string();
+    let mut out = Vec::new();
+    match what {
+        Generate::Man => {
+            cmd.build();
+            let mut pages = vec![(name.clone(), cmd.clone())];
+            for sub in cmd
+                .get_subcommands()
+                .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+            {
+                let sub_name = format!("{name}-{}", sub.get_name());
+                pages.push((sub_name.clone(), sub.clone().name(sub_name)));
+            }
+            for (page, c) in pages {
+                let path = dir.join(format!("{page}.8"));
+                let mut buf = Vec::new();
+                clap_mangen::Man::new(c).section("8").render(&mut buf)?;
+                std::fs::write(&path, buf)?;
+                out.push(path);
+            }
+        }
+        Generate::Completions => {
+            use clap_complete::Shell;
+            for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+                out.push(clap_complete::generate_to(shell, &mut cmd, &name, dir)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,5 +125,29 @@ mod tests {
         assert_eq!(exit_code(&e), EXIT_CONFIG);
         let io = std::io::Error::other("boom");
         assert_eq!(exit_code(&io), EXIT_FAILURE);
+    }
+
+    #[test]
+    fn man_pages_and_completions_from_a_command() {
+        let cmd = clap::Command::new("demo")
+            .about("a demo")
+            .subcommand(clap::Command::new("run").about("runs"))
+            .subcommand(clap::Command::new("secret").hide(true));
+        let dir = std::env::temp_dir().join(format!("tg-gen-{}", std::process::id()));
+        let man = generate(cmd.clone(), Generate::Man, &dir).unwrap();
+        let names: Vec<String> = man
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["demo.8", "demo-run.8"]);
+        let page = std::fs::read_to_string(&man[0]).unwrap();
+        assert!(
+            page.contains(".TH demo 8") && page.contains("a demo"),
+            "{page}"
+        );
+        let comp = generate(cmd, Generate::Completions, &dir).unwrap();
+        assert_eq!(comp.len(), 3);
+        assert!(std::fs::read_to_string(&comp[0]).unwrap().contains("run"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

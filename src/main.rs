@@ -77,6 +77,13 @@ enum Cmd {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Write man pages or shell completions into a directory (for packaging).
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_enum)]
+        what: tollgate::cli::Generate,
+        dir: PathBuf,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -98,6 +105,17 @@ fn main() -> std::process::ExitCode {
             interval,
         } => status(&config, json, watch, interval).map(|()| Outcome::Done),
         Cmd::Destroy { config } => gateway_cli::destroy(&config).map(|()| Outcome::Done),
+        Cmd::Generate { what, dir } => {
+            use clap::CommandFactory;
+            tollgate::cli::generate(Cli::command(), what, &dir)
+                .map(|files| {
+                    for f in files {
+                        println!("{}", f.display());
+                    }
+                    Outcome::Done
+                })
+                .map_err(anyhow::Error::from)
+        }
     };
     match result {
         Ok(Outcome::ChangesPending) => {

@@ -44,6 +44,13 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         timeout: u64,
     },
+    /// Write man pages or shell completions into a directory (for packaging).
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_enum)]
+        what: tollgate::cli::Generate,
+        dir: PathBuf,
+    },
 }
 
 /// Signals whose default action ends the process: each stops the shaper cleanly instead (its
@@ -64,6 +71,16 @@ fn main() -> std::process::ExitCode {
     let result = match args.command {
         None | Some(Command::Run) => run(&args.config),
         Some(Command::Reload { timeout }) => reload(&args.config, Duration::from_secs(timeout)),
+        Some(Command::Generate { what, dir }) => {
+            use clap::CommandFactory;
+            tollgate::cli::generate(Args::command(), what, &dir)
+                .map(|files| {
+                    for f in files {
+                        println!("{}", f.display());
+                    }
+                })
+                .map_err(anyhow::Error::from)
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -190,15 +190,96 @@ pub fn plan_destroy(config: &Config) -> Result<Vec<Change>, GatewayError> {
     ))
 }
 
-/// Removes everything tollgate made, and the state file.
+/// Runs every change in order even when some fail; returns the failures, in order, each
+/// naming its change.
+fn run_all(
+    changes: &[Change],
+    mut exec: impl FnMut(&Change) -> Result<(), GatewayError>,
+) -> Vec<String> {
+    changes
+        .iter()
+        .filter_map(|c| exec(c).err().map(|e| format!("`{c}`: {e}")))
+        .collect()
+}
+
+/// True when the error says the object is already gone (removed with its device, or by hand):
+/// for destroy, that is success.
+fn already_gone(e: &GatewayError) -> bool {
+    match e {
+        GatewayError::Netlink(n) => {
+            matches!(n, crate::kernel::netlink::NetlinkError::NoDevice(_))
+                || matches!(n.errno(), Some(libc::ENOENT | libc::ESRCH | libc::ENODEV))
+        }
+        _ => false,
+    }
+}
+
+/// Removes everything tollgate made, and the state file. A failing step does not stop the
+/// others: everything that can be removed is, and every failure is reported (the state file
+/// stays then, so a second destroy tries again).
 pub fn destroy(config: &Config, changes: &[Change]) -> Result<(), GatewayError> {
     let gw = gateway(config)?;
     let nl = Netlink::new()?;
     let empty = desired::Desired::default();
-    for c in changes {
-        execute(&nl, &empty, c)?;
+    let mut failed = run_all(changes, |c| match execute(&nl, &empty, c) {
+        Err(e) if already_gone(&e) => Ok(()),
+        r => r,
+    });
+    if let Err(e) = journal().and_then(|j| j.release(HOLDER).map_err(GatewayError::from)) {
+        failed.push(format!("restoring sysctls: {e}"));
     }
-    journal()?.release(HOLDER)?;
+    if !failed.is_empty() {
+        return Err(GatewayError::Destroyed {
+            total: changes.len(),
+            failed,
+        });
+    }
     state::remove(&state_path(gw)?)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destroy_carries_on_past_failures_and_reports_each() {
+        let changes: Vec<Change> = ["tgv1", "tgv2", "tgv3", "tgv4"]
+            .iter()
+            .map(|l| Change::DeleteLink {
+                link: l.to_string(),
+            })
+            .collect();
+        let mut ran = Vec::new();
+        let failed = run_all(&changes, |c| {
+            ran.push(c.to_string());
+            match c {
+                Change::DeleteLink { link } if link == "tgv2" || link == "tgv4" => {
+                    Err(GatewayError::Probe(format!("{link} is busy")))
+                }
+                _ => Ok(()),
+            }
+        });
+        assert_eq!(ran.len(), 4, "every change ran: {ran:?}");
+        assert_eq!(failed.len(), 2);
+        assert!(
+            failed[0].contains("tgv2") && failed[0].contains("busy"),
+            "{failed:?}"
+        );
+        assert!(failed[1].contains("tgv4"), "{failed:?}");
+        let e = GatewayError::Destroyed { total: 4, failed };
+        let text = e.to_string();
+        assert!(
+            text.contains("2 of 4") && text.lines().count() >= 3,
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn objects_already_gone_count_as_removed() {
+        assert!(already_gone(&GatewayError::Netlink(
+            crate::kernel::netlink::NetlinkError::NoDevice("tgv1".into())
+        )));
+        assert!(!already_gone(&GatewayError::Probe("x".into())));
+    }
 }

@@ -61,6 +61,12 @@ pub enum GatewayError {
     Io { what: String, err: std::io::Error },
     #[error("{failed}\n  {undone} change(s) of this run were undone")]
     Applied { failed: String, undone: usize },
+    #[error(
+        "{} of {total} removal(s) failed; everything else was removed (run destroy again once fixed):\n  {}",
+        failed.len(),
+        failed.join("\n  ")
+    )]
+    Destroyed { total: usize, failed: Vec<String> },
 }
 
 /// What apply has to know before it starts.
