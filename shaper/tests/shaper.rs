@@ -1071,6 +1071,46 @@ fn gateway_tenants_are_shaped(mode: &str) {
         1,
         "{tables}"
     );
+
+    // live reload: user1 from 20 to 10 Mbit/s, user2 no longer shaped (its macvlan goes, its
+    // traffic takes the gateway's own path again); then user2 back (its macvlan returns)
+    let original = std::fs::read_to_string(&cfg).expect("config");
+    let macvlans = || {
+        let links = g.gw.ip(&["-o", "link", "show"]).expect("links");
+        links
+            .lines()
+            .filter_map(|l| l.split(':').nth(1))
+            .filter(|n| n.trim().starts_with("tgs"))
+            .count()
+    };
+    assert_eq!(macvlans(), 2);
+    let reload = |text: &str| {
+        std::fs::write(&cfg, text).expect("config");
+        let out =
+            g.gw.command(shaper_bin())
+                .args(["reload", "--config", c])
+                .output()
+                .expect("reload");
+        assert!(
+            out.status.success(),
+            "reload: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let changed = original
+        .replacen("upload = \"20mbit\"", "upload = \"10mbit\"", 1)
+        .replacen("upload = \"50mbit\"", "", 1);
+    assert_ne!(changed, original);
+    reload(&changed);
+    assert_eq!(macvlans(), 1, "user2's macvlan stayed after the reload");
+    let u1 = lab::iperf3_client(&g.t1, g.dir.path(), None, "10.0.0.1", 5201, 4).expect("t1");
+    let r1 = finish_upload(u1, timeout).expect("t1 result").received_bps / 10e6;
+    eprintln!("{mode}: after reload user1 {r1:.3} of 10 Mbit/s");
+    assert!((0.85..=1.05).contains(&r1), "user1 got {r1:.3} of 10 Mbit/s");
+    assert!(ping(&g.t2), "{mode}: user2 unshaped after the reload lost its path");
+    reload(&original);
+    assert_eq!(macvlans(), 2);
+    assert!(ping(&g.t1) && ping(&g.t2), "{mode}: no traffic after reloading back");
     shaper.signal(libc::SIGTERM);
     let st = shaper
         .wait_timeout(Duration::from_secs(10))
