@@ -58,6 +58,11 @@ impl TokenBucket {
         })
     }
 
+    /// The balance in whole bytes and the time of the last refill.
+    pub fn balance_at(&self) -> (i64, u64) {
+        (self.balance(), self.last)
+    }
+
     /// True when a frame may leave now (call `refill` first).
     pub fn ready(&self) -> bool {
         self.tokens >= 0

@@ -256,6 +256,7 @@ pub fn run(config: &Config, control: Control) -> Result<(), DaemonError> {
     let watcher = {
         let (shared, halt) = (shared.clone(), halt.clone());
         spawn("tg-stats", failed.clone(), move || {
+            background_priority();
             stats_loop(&shared, &free_rx, &stats_path, endpoint, &halt);
             Ok(())
         })?
@@ -663,6 +664,20 @@ fn enqueue(sched: &mut Scheduler<Packet>, w: &mut Writer<'_>, p: Packet, now: u6
     if let Err(p) = sched.enqueue(tenant, p, cost, now) {
         // tail drop: the frame is gone (counted by the scheduler), its buffer is not
         let _ = w.free.try_send(p.buf);
+    }
+}
+
+/// Puts the calling thread in SCHED_IDLE: on a machine with fewer cores than busy threads,
+/// serialising 10,000 tenants' counters must wait for the frame threads, never delay them.
+fn background_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler on the calling thread (pid 0) with a valid policy and a
+    // parameter struct that lives across the call.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
+        tracing::debug!(
+            "SCHED_IDLE for the stats thread: {}",
+            io::Error::last_os_error()
+        );
     }
 }
 

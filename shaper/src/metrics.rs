@@ -191,7 +191,7 @@ impl Collector for ShaperCollector {
             )?;
             for t in &snap.tenants {
                 m.encode_family(&[("tenant", &*t.name)])?
-                    .encode_gauge(&t.tokens)?;
+                    .encode_gauge(&t.tokens_at(snap.uptime_ns))?;
             }
         }
         for (name, help, pick) in [

@@ -30,6 +30,8 @@ struct TenantQueue<F> {
     limit: u64,
     /// In the heap now.
     scheduled: bool,
+    /// In `Scheduler::dirty` (changed since the last `take_dirty`).
+    dirty: bool,
     stats: TenantStats,
 }
 
@@ -37,6 +39,9 @@ pub struct Scheduler<F> {
     tenants: Vec<TenantQueue<F>>,
     heap: BinaryHeap<Reverse<(u64, u64, usize)>>,
     seq: u64,
+    /// Tenants whose counters or queue changed since the last `take_dirty`: a snapshot of
+    /// 10,000 tenants copies the few that moved, not all of them.
+    dirty: Vec<usize>,
 }
 
 impl<F> Scheduler<F> {
@@ -51,12 +56,37 @@ impl<F> Scheduler<F> {
                     backlog: 0,
                     limit: s.queue,
                     scheduled: false,
+                    dirty: false,
                     stats: TenantStats::default(),
                 })
                 .collect(),
             heap: BinaryHeap::new(),
             seq: 0,
+            dirty: Vec::new(),
         }
+    }
+
+    fn mark(&mut self, tenant: usize) {
+        let q = &mut self.tenants[tenant];
+        if !q.dirty {
+            q.dirty = true;
+            self.dirty.push(tenant);
+        }
+    }
+
+    /// The tenants that changed since the last call (each once).
+    pub fn take_dirty(&mut self) -> Vec<usize> {
+        let dirty = std::mem::take(&mut self.dirty);
+        for &t in &dirty {
+            self.tenants[t].dirty = false;
+        }
+        dirty
+    }
+
+    /// The tenant's token balance in bytes as of its last refill, and that refill's time (ns):
+    /// a reader extrapolates at the rate, capped at the burst.
+    pub fn balance(&self, tenant: usize) -> (i64, u64) {
+        self.tenants[tenant].bucket.balance_at()
     }
 
     fn schedule(&mut self, tenant: usize, at: u64) {
@@ -68,9 +98,11 @@ impl<F> Scheduler<F> {
     /// Queues a frame costing `cost` bytes. Tail drop: gives the frame back when the queue would
     /// exceed its limit (an empty queue always takes one frame, however large).
     pub fn enqueue(&mut self, tenant: usize, frame: F, cost: u32, now: u64) -> Result<(), F> {
-        let Some(q) = self.tenants.get_mut(tenant) else {
+        if tenant >= self.tenants.len() {
             return Err(frame);
-        };
+        }
+        self.mark(tenant);
+        let q = &mut self.tenants[tenant];
         let c = u64::from(cost);
         if !q.frames.is_empty() && q.backlog + c > q.limit {
             q.stats.dropped_packets += 1;
@@ -107,6 +139,10 @@ impl<F> Scheduler<F> {
             let Some((frame, cost)) = q.frames.pop_front() else {
                 continue;
             };
+            if !q.dirty {
+                q.dirty = true;
+                self.dirty.push(t);
+            }
             let c = u64::from(cost);
             q.backlog -= c;
             q.bucket.consume(c);
@@ -148,13 +184,6 @@ impl<F> Scheduler<F> {
         self.tenants.len()
     }
 
-    /// The tenant's token balance in bytes at `now` (negative: the debt a frame left).
-    pub fn tokens(&mut self, tenant: usize, now: u64) -> i64 {
-        let b = &mut self.tenants[tenant].bucket;
-        b.refill(now);
-        b.balance()
-    }
-
     /// Takes a new tenant list in place, for a live reload. `previous[i]` is the old index of
     /// new tenant `i` (None: a new tenant, with a full bucket). A kept tenant keeps its queued
     /// frames, its counters and its token balance, and continues at its new rate, burst and
@@ -180,6 +209,7 @@ impl<F> Scheduler<F> {
                         q.bucket.set_rate(s.rate, s.burst, now);
                         q.limit = s.queue;
                         q.scheduled = false;
+                        q.dirty = false;
                         q
                     }
                     None => TenantQueue {
@@ -188,11 +218,13 @@ impl<F> Scheduler<F> {
                         backlog: 0,
                         limit: s.queue,
                         scheduled: false,
+                        dirty: false,
                         stats: TenantStats::default(),
                     },
                 },
             )
             .collect();
+        self.dirty.clear();
         // release times change with the rates: rebuild the heap from the queues
         self.heap.clear();
         for t in 0..self.tenants.len() {

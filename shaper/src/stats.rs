@@ -39,15 +39,30 @@ pub struct TenantSnapshot {
     pub name: Arc<str>,
     pub shaping: Shaping,
     pub backlog: u64,
-    /// Token balance in bytes (negative: debt).
+    /// Token balance in bytes (negative: debt) as of `tokens_at_ns`.
     pub tokens: i64,
+    pub tokens_at_ns: u64,
     pub counters: TenantStats,
+}
+
+impl TenantSnapshot {
+    /// The balance at `now_ns`: what the bucket has earned since, capped at its depth.
+    pub fn tokens_at(&self, now_ns: u64) -> i64 {
+        let earned = u128::from(now_ns.saturating_sub(self.tokens_at_ns))
+            * u128::from(self.shaping.rate)
+            / 1_000_000_000;
+        let burst = i64::try_from(self.shaping.burst).unwrap_or(i64::MAX);
+        self.tokens
+            .saturating_add(i64::try_from(earned).unwrap_or(i64::MAX))
+            .min(burst.max(1))
+    }
 }
 
 /// The scheduler's last copy of its queues.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
-    pub uptime_ms: u64,
+    /// When the scheduler last published (ns since start).
+    pub uptime_ns: u64,
     pub tenants: Vec<TenantSnapshot>,
 }
 
@@ -87,38 +102,52 @@ impl Shared {
         }
     }
 
-    /// Called by the scheduler: copies its queues' state. With `wait` false (the periodic
-    /// refresh) it gives up at once if a reader holds the lock.
+    /// Called by the scheduler: copies its queues' state. `full` (at start, after a reload, at
+    /// the end) copies every tenant and waits for the lock; otherwise only the tenants that
+    /// changed since the last copy are copied, and nothing at all if a reader holds the lock
+    /// (they stay marked for the next time).
     pub fn publish<F>(
         &self,
         sched: &mut Scheduler<F>,
         names: &[Arc<str>],
         shaping: &[Shaping],
         now_ns: u64,
-        wait: bool,
+        full: bool,
     ) {
-        let guard = if wait {
+        let guard = if full {
             self.snapshot.lock().ok()
         } else {
             self.snapshot.try_lock().ok()
         };
         let Some(mut snap) = guard else { return };
-        snap.uptime_ms = now_ns / 1_000_000;
-        snap.tenants.clear();
-        snap.tenants
-            .extend(
-                names
-                    .iter()
-                    .zip(shaping)
-                    .enumerate()
-                    .map(|(i, (n, s))| TenantSnapshot {
-                        name: n.clone(),
-                        shaping: *s,
-                        backlog: sched.backlog(i),
-                        tokens: sched.tokens(i, now_ns),
-                        counters: sched.stats(i),
-                    }),
-            );
+        let dirty = sched.take_dirty();
+        let entry = |i: usize, sched: &Scheduler<F>| {
+            let (tokens, tokens_at_ns) = sched.balance(i);
+            TenantSnapshot {
+                name: names[i].clone(),
+                shaping: shaping[i],
+                backlog: sched.backlog(i),
+                tokens,
+                tokens_at_ns,
+                counters: sched.stats(i),
+            }
+        };
+        if full || snap.tenants.len() != names.len() {
+            snap.tenants.clear();
+            snap.tenants
+                .extend((0..names.len().min(shaping.len())).map(|i| entry(i, sched)));
+        } else {
+            for i in dirty {
+                if let Some(t) = snap.tenants.get_mut(i) {
+                    let (tokens, tokens_at_ns) = sched.balance(i);
+                    t.backlog = sched.backlog(i);
+                    t.tokens = tokens;
+                    t.tokens_at_ns = tokens_at_ns;
+                    t.counters = sched.stats(i);
+                }
+            }
+        }
+        snap.uptime_ns = now_ns;
     }
 
     /// A copy of the snapshot (the lock is held only for the copy).
@@ -166,7 +195,7 @@ pub fn write_file(shared: &Shared, path: &Path) {
     let file = StatsFile {
         tap: &shared.tap,
         pid: std::process::id(),
-        uptime_ms: snap.uptime_ms,
+        uptime_ms: snap.uptime_ns / 1_000_000,
         reload: shared.reload_status(),
         tenants: snap
             .tenants
@@ -177,7 +206,7 @@ pub fn write_file(shared: &Shared, path: &Path) {
                 burst_bytes: t.shaping.burst,
                 queue_limit_bytes: t.shaping.queue,
                 backlog_bytes: t.backlog,
-                tokens_bytes: t.tokens,
+                tokens_bytes: t.tokens_at(snap.uptime_ns),
                 counters: t.counters,
             })
             .collect(),
@@ -211,12 +240,26 @@ mod tests {
         sched.enqueue(0, 2, 700, 0).unwrap();
         assert!(sched.dequeue(0).is_some());
         let shared = Shared::new("tg0", RedirectMode::Netdev);
-        shared.publish(&mut sched, &[Arc::from("alpha")], &shaping, 0, false);
+        let names = [Arc::from("alpha")];
+        shared.publish(&mut sched, &names, &shaping, 0, true);
         let s = shared.snapshot();
         assert_eq!(s.tenants.len(), 1);
         assert_eq!(s.tenants[0].backlog, 700);
         assert_eq!(s.tenants[0].tokens, 0);
         assert_eq!(s.tenants[0].counters.sent_bytes, 1500);
+        // a second later the bucket has earned 1000 bytes (a reader works that out)
+        assert_eq!(s.tenants[0].tokens_at(1_000_000_000), 1000);
+        assert_eq!(
+            s.tenants[0].tokens_at(5_000_000_000),
+            1500,
+            "capped at the burst"
+        );
+        // a partial publish copies only what changed
+        assert!(sched.dequeue(2_000_000_000).is_some());
+        shared.publish(&mut sched, &names, &shaping, 2_000_000_000, false);
+        let s = shared.snapshot();
+        assert_eq!(s.tenants[0].backlog, 0);
+        assert_eq!(s.tenants[0].counters.sent_bytes, 2200);
 
         let dir = std::env::temp_dir().join(format!("tg-stats-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -227,7 +270,8 @@ mod tests {
         assert_eq!(v["generation"], 1);
         assert_eq!(v["pid"], std::process::id());
         assert_eq!(v["tenants"][0]["name"], "alpha");
-        assert_eq!(v["tenants"][0]["sent_bytes"], 1500);
-        assert_eq!(v["tenants"][0]["backlog_bytes"], 700);
+        assert_eq!(v["tenants"][0]["sent_bytes"], 2200);
+        assert_eq!(v["tenants"][0]["backlog_bytes"], 0);
+        assert_eq!(v["uptime_ms"], 2000);
     }
 }

@@ -1106,11 +1106,20 @@ fn gateway_tenants_are_shaped(mode: &str) {
     let u1 = lab::iperf3_client(&g.t1, g.dir.path(), None, "10.0.0.1", 5201, 4).expect("t1");
     let r1 = finish_upload(u1, timeout).expect("t1 result").received_bps / 10e6;
     eprintln!("{mode}: after reload user1 {r1:.3} of 10 Mbit/s");
-    assert!((0.85..=1.05).contains(&r1), "user1 got {r1:.3} of 10 Mbit/s");
-    assert!(ping(&g.t2), "{mode}: user2 unshaped after the reload lost its path");
+    assert!(
+        (0.85..=1.05).contains(&r1),
+        "user1 got {r1:.3} of 10 Mbit/s"
+    );
+    assert!(
+        ping(&g.t2),
+        "{mode}: user2 unshaped after the reload lost its path"
+    );
     reload(&original);
     assert_eq!(macvlans(), 2);
-    assert!(ping(&g.t1) && ping(&g.t2), "{mode}: no traffic after reloading back");
+    assert!(
+        ping(&g.t1) && ping(&g.t2),
+        "{mode}: no traffic after reloading back"
+    );
     shaper.signal(libc::SIGTERM);
     let st = shaper
         .wait_timeout(Duration::from_secs(10))

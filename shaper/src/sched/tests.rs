@@ -196,3 +196,15 @@ fn reconfigure_keeps_queues_and_counters_and_applies_new_rates() {
     assert_eq!(s.dequeue(SEC), Some((1, 7)));
     assert_eq!(s.stats(1).sent_packets, 1);
 }
+
+#[test]
+fn only_tenants_that_moved_are_dirty() {
+    let mut s: Scheduler<u32> = Scheduler::new(&[shaping(1000, 1500, 10_000); 3], 0);
+    assert!(s.take_dirty().is_empty());
+    s.enqueue(2, 1, 100, 0).unwrap();
+    s.enqueue(2, 2, 100, 0).unwrap();
+    assert_eq!(s.take_dirty(), vec![2]);
+    assert!(s.take_dirty().is_empty(), "taken once");
+    assert!(s.dequeue(0).is_some());
+    assert_eq!(s.take_dirty(), vec![2], "a release marks it again");
+}
