@@ -90,52 +90,87 @@ impl Classifier {
 
     /// Classifies an Ethernet frame (the bytes after the vnet header).
     pub fn classify(&self, vnet: &VnetHdr, frame: &[u8]) -> Verdict {
+        self.classify_flow(vnet, frame).0
+    }
+
+    /// [`Self::classify`], and for a tenant's frame the hash of its flow (addresses, protocol
+    /// and, in a first fragment, ports) that picks its flow queue.
+    pub fn classify_flow(&self, vnet: &VnetHdr, frame: &[u8]) -> (Verdict, u32) {
+        let v = |v: Verdict| (v, 0);
         let Ok(eth) = Ethernet2HeaderSlice::from_slice(frame) else {
-            return Verdict::Pass(Pass::Malformed);
+            return v(Verdict::Pass(Pass::Malformed));
         };
         if eth.ether_type() != EtherType::IPV4 {
-            return Verdict::Pass(Pass::NotIpv4);
+            return v(Verdict::Pass(Pass::NotIpv4));
         }
         let l3 = &frame[eth.slice().len()..];
         let Ok(ip) = Ipv4HeaderSlice::from_slice(l3) else {
-            return Verdict::Pass(Pass::Malformed);
+            return v(Verdict::Pass(Pass::Malformed));
         };
         // a gateway tenant's frame carries its macvlan's MAC (the redirect already chose it:
         // by tunnel, local destination and ports); anything else is told apart by source
         let by_mac = self.tenant_of_mac(eth.destination().as_slice());
         let Some(tenant) = by_mac.or_else(|| self.tenant_of(u32::from_be_bytes(ip.source())))
         else {
-            return Verdict::Pass(Pass::NoTenant);
+            return v(Verdict::Pass(Pass::NoTenant));
         };
         let ip_hdr = ip.slice().len();
         // Transport header: only in the first fragment.
         let l4 = &l3[ip_hdr..];
         let first_fragment = ip.fragments_offset().value() == 0;
-        let (dport, l4_hdr) = match ip.protocol() {
+        let (ports, l4_hdr) = match ip.protocol() {
             IpNumber::TCP if first_fragment => match TcpHeaderSlice::from_slice(l4) {
-                Ok(h) => (Some(h.destination_port()), h.slice().len()),
-                Err(_) => return Verdict::Pass(Pass::Malformed),
+                Ok(h) => (
+                    Some((h.source_port(), h.destination_port())),
+                    h.slice().len(),
+                ),
+                Err(_) => return v(Verdict::Pass(Pass::Malformed)),
             },
             IpNumber::UDP if first_fragment => match UdpHeaderSlice::from_slice(l4) {
-                Ok(h) => (Some(h.destination_port()), h.slice().len()),
-                Err(_) => return Verdict::Pass(Pass::Malformed),
+                Ok(h) => (
+                    Some((h.source_port(), h.destination_port())),
+                    h.slice().len(),
+                ),
+                Err(_) => return v(Verdict::Pass(Pass::Malformed)),
             },
             _ => (None, 0),
         };
+        let dport = ports.map(|p| p.1);
         let m = &self.tenants[tenant];
         // A fragment after the first has no port: it is the tenant's by source alone (the
         // redirect takes every such fragment of a tenant with ports, see redirect::nft).
         if by_mac.is_none() && !m.ports.is_empty() && first_fragment {
             match dport {
                 Some(p) if m.ports.iter().any(|r| r.contains(p)) => {}
-                _ => return Verdict::Pass(Pass::NoTenant),
+                _ => return v(Verdict::Pass(Pass::NoTenant)),
             }
         }
-        Verdict::Tenant {
-            tenant,
-            cost: cost(vnet, l3.len(), ip_hdr + l4_hdr),
-        }
+        let (sport, dport) = ports.unwrap_or((0, 0));
+        let flow = flow_hash(
+            u32::from_be_bytes(ip.source()),
+            u32::from_be_bytes(ip.destination()),
+            ip.protocol().0,
+            u32::from(sport) << 16 | u32::from(dport),
+        );
+        (
+            Verdict::Tenant {
+                tenant,
+                cost: cost(vnet, l3.len(), ip_hdr + l4_hdr),
+            },
+            flow,
+        )
     }
+}
+
+/// A well-mixed 32-bit hash of a flow's addresses, protocol and ports (no allocation, no key:
+/// it spreads flows over a tenant's own queues, which only that tenant's traffic reaches).
+pub fn flow_hash(src: u32, dst: u32, proto: u8, ports: u32) -> u32 {
+    let mut h = (u64::from(src) << 32 | u64::from(dst)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    h ^= (u64::from(proto) << 32 | u64::from(ports)).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    h ^= h >> 29;
+    h = h.wrapping_mul(0x94D0_49BB_1331_11EB);
+    h ^= h >> 32;
+    u32::try_from(h & 0xFFFF_FFFF).unwrap_or(0)
 }
 
 /// Bytes of IP packets a frame stands for: its L3 length, plus one copy of the IP+transport

@@ -8,8 +8,10 @@
 //!                                                          │ snapshot (4/s)
 //!                                                 stats ◄──┘  counters file, /metrics
 //! ```
-//! Buffers circulate through a free list (allocated once, up to `POOL_MAX`), so the hot path
-//! allocates nothing. The scheduler thread owns all queues and buckets ([`crate::sched`]) and
+//! The reader reads into a buffer of its own; a tenant's frame moves into a pooled buffer of
+//! its size class ([`crate::pool`]), a frame that is passed through is written back from where
+//! it was read. No buffer free: the frame is dropped and counted to its tenant, the reader
+//! never waits. The scheduler thread owns all queues and buckets ([`crate::sched`]) and
 //! sleeps until the next frame arrives or the next release time, whichever is first.
 //!
 //! A reload (SIGHUP) hands the reader a new classifier; the reader sends the new tenant list
@@ -19,6 +21,7 @@
 //! steered to the TAP only once the shaper knows it.
 
 use crate::classify::{Classifier, Pass, Verdict};
+use crate::pool::{self, Pool};
 use crate::sched::Scheduler;
 use crate::stats::{PassCounters, Shared};
 use crate::vnet::{VNET_HDR_LEN, VnetHdr};
@@ -32,10 +35,6 @@ use std::time::{Duration, Instant};
 use tollgate::config::{Config, RedirectMode, ShaperConfig};
 use tollgate::kernel::tap::{Tap, TapError};
 
-/// Room for a vnet header and the largest GSO frame.
-const BUF_LEN: usize = VNET_HDR_LEN + 14 + 65_535 + 64;
-/// Most buffers ever allocated; bounds memory when every queue is full of small frames.
-const POOL_MAX: usize = 16_384;
 /// Reader -> scheduler channel depth.
 const CHANNEL: usize = 4096;
 
@@ -69,11 +68,14 @@ struct Packet {
     len: usize,
     tenant: usize,
     cost: u32,
+    flow: u32,
 }
 
-/// What the reader sends the scheduler: frames, and, in their order, a new tenant list.
+/// What the reader sends the scheduler: frames, frames it had no buffer for (to count), and,
+/// in their order, a new tenant list.
 enum Msg {
     Frame(Packet),
+    NoBuffer { tenant: usize, cost: u32 },
     Reconfigure(Box<Reconfigure>),
 }
 
@@ -221,21 +223,20 @@ pub fn run(config: &Config, control: Control) -> Result<(), DaemonError> {
     let slot = Arc::new(ReloadSlot::default());
     let (tx, rx) = crossbeam_channel::bounded::<Msg>(CHANNEL);
     let (ack_tx, ack_rx) = crossbeam_channel::bounded::<u64>(4);
-    let (free_tx, free_rx) = crossbeam_channel::bounded::<Vec<u8>>(POOL_MAX);
+    let pool = Arc::new(Pool::default());
     let failed = Arc::new(AtomicBool::new(false));
     let halt = Arc::new(AtomicBool::new(false));
     let stats_path = state::stats_path(&shaper.state_dir, &shaper.tap).map_err(io_err("netns"))?;
 
     let reader = {
         let (tap, shared, halt, slot) = (tap.clone(), shared.clone(), halt.clone(), slot.clone());
-        let (free_tx, free_rx) = (free_tx.clone(), free_rx.clone());
+        let pool = pool.clone();
         spawn("tg-reader", failed.clone(), move || {
             let mut r = Reader {
                 tap: &tap,
                 classifier,
                 tx: &tx,
-                free_tx: &free_tx,
-                free_rx: &free_rx,
+                pool: &pool,
                 counters: &shared.counters,
                 slot: &slot,
             };
@@ -243,11 +244,11 @@ pub fn run(config: &Config, control: Control) -> Result<(), DaemonError> {
         })?
     };
     let scheduler = {
-        let (tap, shared, halt) = (tap.clone(), shared.clone(), halt.clone());
+        let (tap, shared, halt, pool) = (tap.clone(), shared.clone(), halt.clone(), pool.clone());
         spawn("tg-scheduler", failed.clone(), move || {
             let mut w = Writer {
                 tap: &tap,
-                free: &free_tx,
+                pool: &pool,
                 counters: &shared.counters,
             };
             scheduler_loop(&mut w, &rx, shaping, names, &shared, &ack_tx, &halt)
@@ -257,7 +258,7 @@ pub fn run(config: &Config, control: Control) -> Result<(), DaemonError> {
         let (shared, halt) = (shared.clone(), halt.clone());
         spawn("tg-stats", failed.clone(), move || {
             background_priority();
-            stats_loop(&shared, &free_rx, &stats_path, endpoint, &halt);
+            stats_loop(&shared, &pool, &stats_path, endpoint, &halt);
             Ok(())
         })?
     };
@@ -455,13 +456,13 @@ fn spawn(
 /// Writes frames back to the TAP and returns their buffers to the pool.
 struct Writer<'a> {
     tap: &'a Tap,
-    free: &'a Sender<Vec<u8>>,
+    pool: &'a Pool,
     counters: &'a PassCounters,
 }
 
 impl Writer<'_> {
-    fn send(&mut self, buf: Vec<u8>, len: usize) {
-        match self.tap.write(&buf[..len]) {
+    fn write(&mut self, frame: &[u8]) {
+        match self.tap.write(frame) {
             Ok(_) => {
                 self.counters.frames_written.fetch_add(1, Relaxed);
             }
@@ -472,8 +473,11 @@ impl Writer<'_> {
                 }
             }
         }
-        // the pool is sized for every buffer ever allocated: this never blocks
-        let _ = self.free.try_send(buf);
+    }
+
+    fn send(&mut self, buf: Vec<u8>, len: usize) {
+        self.write(&buf[..len]);
+        self.pool.put(buf);
     }
 }
 
@@ -482,8 +486,7 @@ struct Reader<'a> {
     tap: &'a Tap,
     classifier: Classifier,
     tx: &'a Sender<Msg>,
-    free_tx: &'a Sender<Vec<u8>>,
-    free_rx: &'a Receiver<Vec<u8>>,
+    pool: &'a Pool,
     counters: &'a PassCounters,
     slot: &'a ReloadSlot,
 }
@@ -502,13 +505,13 @@ impl Reader<'_> {
 
     fn run(&mut self, halt: &AtomicBool) -> io::Result<()> {
         let mac = self.tap.mac();
-        let mut allocated = 0usize;
         let mut w = Writer {
             tap: self.tap,
-            free: self.free_tx,
+            pool: self.pool,
             counters: self.counters,
         };
-        let mut spare: Option<Vec<u8>> = None;
+        // the reader's own buffer: every frame is read here first
+        let mut buf = vec![0u8; pool::LARGE_LEN];
         while !halt.load(Relaxed) {
             if let Some((classifier, r)) = self.slot.take() {
                 // every frame after this one is classified the new way, and the scheduler
@@ -516,30 +519,13 @@ impl Reader<'_> {
                 self.classifier = classifier;
                 self.to_scheduler(Msg::Reconfigure(r))?;
             }
-            let mut buf = match spare.take().or_else(|| self.free_rx.try_recv().ok()) {
-                Some(b) => b,
-                None if allocated < POOL_MAX => {
-                    allocated += 1;
-                    self.counters.pool_allocated.fetch_add(1, Relaxed);
-                    vec![0u8; BUF_LEN]
-                }
-                // every buffer is queued: wait for the scheduler to free one
-                None => match self.free_rx.recv_timeout(Duration::from_millis(100)) {
-                    Ok(b) => b,
-                    Err(_) => continue,
-                },
-            };
             let len = match self.tap.read(&mut buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    spare = Some(buf);
                     self.tap.wait_readable(100)?;
                     continue;
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                    spare = Some(buf);
-                    continue;
-                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     self.counters.read_errors.fetch_add(1, Relaxed);
                     return Err(io::Error::new(e.kind(), format!("reading the TAP: {e}")));
@@ -548,7 +534,6 @@ impl Reader<'_> {
             self.counters.frames_read.fetch_add(1, Relaxed);
             let Some(vnet) = VnetHdr::parse(&buf[..len]) else {
                 self.counters.malformed.fetch_add(1, Relaxed);
-                spare = Some(buf);
                 continue;
             };
             if len >= VNET_HDR_LEN + 6
@@ -559,23 +544,45 @@ impl Reader<'_> {
                 // delivers it there
                 buf[VNET_HDR_LEN..VNET_HDR_LEN + 6].copy_from_slice(&mac);
             }
-            match self.classifier.classify(&vnet, &buf[VNET_HDR_LEN..len]) {
-                Verdict::Tenant { tenant, cost } => {
-                    self.to_scheduler(Msg::Frame(Packet {
-                        buf,
-                        len,
-                        tenant,
-                        cost,
-                    }))?;
+            match self
+                .classifier
+                .classify_flow(&vnet, &buf[VNET_HDR_LEN..len])
+            {
+                (Verdict::Tenant { tenant, cost }, flow) => {
+                    let msg = match self.pool.take(len) {
+                        Some(mut b) if b.len() == pool::SMALL_LEN => {
+                            b[..len].copy_from_slice(&buf[..len]);
+                            Msg::Frame(Packet {
+                                buf: b,
+                                len,
+                                tenant,
+                                cost,
+                                flow,
+                            })
+                        }
+                        Some(mut b) => {
+                            // a large frame keeps the buffer it was read into
+                            std::mem::swap(&mut b, &mut buf);
+                            Msg::Frame(Packet {
+                                buf: b,
+                                len,
+                                tenant,
+                                cost,
+                                flow,
+                            })
+                        }
+                        None => Msg::NoBuffer { tenant, cost },
+                    };
+                    self.to_scheduler(msg)?;
                 }
-                Verdict::Pass(why) => {
+                (Verdict::Pass(why), _) => {
                     let c = match why {
                         Pass::NotIpv4 => &self.counters.not_ipv4,
                         Pass::Malformed => &self.counters.malformed,
                         Pass::NoTenant => &self.counters.no_tenant,
                     };
                     c.fetch_add(1, Relaxed);
-                    w.send(buf, len);
+                    w.write(&buf[..len]);
                 }
             }
         }
@@ -604,6 +611,7 @@ fn scheduler_loop(
                 m: Msg,
                 t: u64| match m {
         Msg::Frame(p) => enqueue(sched, w, p, t),
+        Msg::NoBuffer { tenant, cost } => sched.count_nobuf(tenant, cost),
         Msg::Reconfigure(r) => {
             // the frames of tenants that are gone are no longer shaped: deliver them now
             for p in sched.reconfigure(&r.shaping, &r.previous, t) {
@@ -619,6 +627,9 @@ fn scheduler_loop(
         let t = now();
         while let Some((_, p)) = sched.dequeue(t) {
             w.send(p.buf, p.len);
+        }
+        for p in sched.take_dropped() {
+            w.pool.put(p.buf);
         }
         if Instant::now() >= next_snapshot {
             shared.publish(&mut sched, &names, &shaping, t, false);
@@ -660,10 +671,13 @@ fn scheduler_loop(
 }
 
 fn enqueue(sched: &mut Scheduler<Packet>, w: &mut Writer<'_>, p: Packet, now: u64) {
-    let (tenant, cost) = (p.tenant, p.cost);
-    if let Err(p) = sched.enqueue(tenant, p, cost, now) {
-        // tail drop: the frame is gone (counted by the scheduler), its buffer is not
-        let _ = w.free.try_send(p.buf);
+    let (tenant, cost, flow) = (p.tenant, p.cost, p.flow);
+    if let Err(p) = sched.enqueue(tenant, p, cost, flow, now) {
+        // refused: the frame is gone (counted by the scheduler), its buffer is not
+        w.pool.put(p.buf);
+    }
+    for p in sched.take_dropped() {
+        w.pool.put(p.buf);
     }
 }
 
@@ -684,25 +698,29 @@ fn background_priority() {
 /// The stats thread: the counters file once a second, and the metrics endpoint if configured.
 fn stats_loop(
     shared: &Arc<Shared>,
-    free: &Receiver<Vec<u8>>,
+    pool: &Pool,
     path: &std::path::Path,
     endpoint: Option<metrics::Endpoint>,
     halt: &Arc<AtomicBool>,
 ) {
     let refresh = |shared: &Shared| {
         let c = &shared.counters;
-        let allocated = c.pool_allocated.load(Relaxed);
-        c.pool_in_use.store(
-            allocated.saturating_sub(u64::try_from(free.len()).unwrap_or(0)),
-            Relaxed,
-        );
+        let (small, large) = pool.usage();
+        for (slot, v) in [
+            (&c.pool_small_allocated, small.allocated),
+            (&c.pool_small_in_use, small.in_use),
+            (&c.pool_large_allocated, large.allocated),
+            (&c.pool_large_in_use, large.in_use),
+        ] {
+            slot.store(v, Relaxed);
+        }
     };
     std::thread::scope(|s| {
         if let Some(ep) = endpoint {
             let (shared, halt) = (shared.clone(), halt.clone());
             s.spawn(move || {
                 tracing::info!(addr = %ep.addr, "metrics at http://{}/metrics", ep.addr);
-                ep.serve(shared, u64::try_from(POOL_MAX).unwrap_or(u64::MAX), &halt);
+                ep.serve(shared, &halt);
             });
         }
         while !halt.load(Relaxed) {

@@ -3,13 +3,15 @@
 //! back for local delivery. See docs/shaper.md for the packet path.
 //!
 //! Pure core (no I/O, unit-tested with a fake clock): [`vnet`], [`classify`], [`bucket`],
-//! [`sched`], [`reload`] (what a reload changes). I/O shell (on the kernel layer of the `tollgate` crate): [`redirect`], [`sysctl`], [`state`],
-//! [`stats`], [`metrics`], [`daemon`].
+//! [`fq`], [`sched`], [`reload`] (what a reload changes). I/O shell (on the kernel layer of the `tollgate` crate): [`redirect`], [`sysctl`], [`state`],
+//! [`pool`], [`stats`], [`metrics`], [`daemon`].
 
 pub mod bucket;
 pub mod classify;
 pub mod daemon;
+pub mod fq;
 pub mod metrics;
+pub mod pool;
 pub mod redirect;
 pub mod reload;
 pub mod sched;

@@ -23,12 +23,11 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 #[derive(Debug)]
 pub struct ShaperCollector {
     shared: Arc<Shared>,
-    pool_max: u64,
 }
 
 impl ShaperCollector {
-    pub fn new(shared: Arc<Shared>, pool_max: u64) -> ShaperCollector {
-        ShaperCollector { shared, pool_max }
+    pub fn new(shared: Arc<Shared>) -> ShaperCollector {
+        ShaperCollector { shared }
     }
 }
 
@@ -117,16 +116,19 @@ impl Collector for ShaperCollector {
         {
             let mut m = e.encode_descriptor(
                 "tollgate_shaper_pool_buffers",
-                "Frame buffers: allocated, holding a frame, and the most there can be",
+                "Frame buffers by size class: allocated, holding a frame, and the most there can be",
                 None,
                 MetricType::Gauge,
             )?;
-            for (state, v) in [
-                ("allocated", c.pool_allocated.load(Relaxed)),
-                ("in_use", c.pool_in_use.load(Relaxed)),
-                ("max", self.pool_max),
+            for (class, state, v) in [
+                ("small", "allocated", c.pool_small_allocated.load(Relaxed)),
+                ("small", "in_use", c.pool_small_in_use.load(Relaxed)),
+                ("small", "max", crate::pool::SMALL_MAX),
+                ("large", "allocated", c.pool_large_allocated.load(Relaxed)),
+                ("large", "in_use", c.pool_large_in_use.load(Relaxed)),
+                ("large", "max", crate::pool::LARGE_MAX),
             ] {
-                m.encode_family(&[("state", state)])?
+                m.encode_family(&[("class", class), ("state", state)])?
                     .encode_gauge(&i64::try_from(v).unwrap_or(i64::MAX))?;
             }
         }
@@ -194,22 +196,38 @@ impl Collector for ShaperCollector {
                     .encode_gauge(&t.tokens_at(snap.uptime_ns))?;
             }
         }
-        for (name, help, pick) in [
+        type PickReason = fn(&crate::sched::TenantStats) -> [(&'static str, u64); 3];
+        let by_reason: [(&str, &str, PickReason); 2] = [
             (
                 "tollgate_shaper_tenant_dropped_packets",
-                "Frames dropped, by reason",
-                (|t| t.counters.dropped_packets) as Pick,
+                "Frames dropped, by reason (queue_full, codel, no_buffer)",
+                |s| {
+                    [
+                        ("queue_full", s.overflow_packets),
+                        ("codel", s.codel_packets),
+                        ("no_buffer", s.nobuf_packets),
+                    ]
+                },
             ),
             (
                 "tollgate_shaper_tenant_dropped_bytes",
-                "IP bytes dropped, by reason",
-                |t| t.counters.dropped_bytes,
+                "IP bytes dropped, by reason (queue_full, codel, no_buffer)",
+                |s| {
+                    [
+                        ("queue_full", s.overflow_bytes),
+                        ("codel", s.codel_bytes),
+                        ("no_buffer", s.nobuf_bytes),
+                    ]
+                },
             ),
-        ] {
+        ];
+        for (name, help, pick) in by_reason {
             let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
             for t in &snap.tenants {
-                m.encode_family(&[("tenant", &*t.name), ("reason", "queue_full")])?
-                    .encode_counter::<NoLabelSet, _, u64>(&pick(t), None)?;
+                for (reason, v) in pick(&t.counters) {
+                    m.encode_family(&[("tenant", &*t.name), ("reason", reason)])?
+                        .encode_counter::<NoLabelSet, _, u64>(&v, None)?;
+                }
             }
         }
         Ok(())
@@ -239,7 +257,7 @@ impl Endpoint {
     }
 
     /// Serves `/metrics` until `halt`.
-    pub fn serve(self, shared: Arc<Shared>, pool_max: u64, halt: &AtomicBool) {
+    pub fn serve(self, shared: Arc<Shared>, halt: &AtomicBool) {
         while !halt.load(Relaxed) {
             let req = match self.server.recv_timeout(Duration::from_millis(200)) {
                 Ok(Some(r)) => r,
@@ -254,7 +272,7 @@ impl Endpoint {
                 tiny_http::Response::from_string("only GET /metrics is served here\n")
                     .with_status_code(404)
             } else {
-                match render(ShaperCollector::new(shared.clone(), pool_max)) {
+                match render(ShaperCollector::new(shared.clone())) {
                     Ok(body) => tiny_http::Response::from_string(body).with_header(
                         tiny_http::Header::from_bytes("Content-Type", CONTENT_TYPE).unwrap_or_else(
                             |()| {
@@ -282,18 +300,14 @@ mod tests {
 
     #[test]
     fn per_tenant_counters_in_openmetrics_text() {
-        let shaping = [Shaping {
-            rate: 2_500_000,
-            burst: 65_536,
-            queue: 1 << 20,
-        }];
+        let shaping = [Shaping::new(2_500_000, 65_536, 1 << 20)];
         let mut sched: Scheduler<u32> = Scheduler::new(&shaping, 0);
-        sched.enqueue(0, 1, 1500, 0).unwrap();
+        sched.enqueue(0, 1, 1500, 0, 0).unwrap();
         sched.dequeue(0).unwrap();
         let shared = Arc::new(Shared::new("tg0", RedirectMode::Route));
         shared.publish(&mut sched, &[Arc::from("alpha")], &shaping, 0, true);
         shared.counters.frames_read.store(7, Relaxed);
-        let page = render(ShaperCollector::new(shared, 16_384)).unwrap();
+        let page = render(ShaperCollector::new(shared)).unwrap();
         for line in [
             "tollgate_shaper_tenant_sent_bytes_total{tenant=\"alpha\"} 1500",
             "tollgate_shaper_tenant_rate_bytes_per_second{tenant=\"alpha\"} 2500000",
@@ -301,7 +315,7 @@ mod tests {
             "tollgate_shaper_frames_read_total 7",
             "tollgate_shaper_config_generation 1",
             "tollgate_shaper_info{tap=\"tg0\",redirect=\"route\"} 1",
-            "tollgate_shaper_pool_buffers{state=\"max\"} 16384",
+            "tollgate_shaper_pool_buffers{class=\"large\",state=\"max\"} 4096",
             "# EOF",
         ] {
             assert!(page.lines().any(|l| l == line), "{line} missing in\n{page}");

@@ -27,10 +27,12 @@ pub struct PassCounters {
     pub write_errors: AtomicU64,
     pub frames_read: AtomicU64,
     pub frames_written: AtomicU64,
-    /// Buffers allocated so far (a gauge; never shrinks).
-    pub pool_allocated: AtomicU64,
-    /// Buffers holding a frame now (a gauge).
-    pub pool_in_use: AtomicU64,
+    /// Buffers allocated so far, per size class (gauges; never shrink).
+    pub pool_small_allocated: AtomicU64,
+    pub pool_large_allocated: AtomicU64,
+    /// Buffers holding a frame now, per size class (gauges).
+    pub pool_small_in_use: AtomicU64,
+    pub pool_large_in_use: AtomicU64,
 }
 
 /// One tenant as the scheduler last saw it.
@@ -230,14 +232,10 @@ mod tests {
 
     #[test]
     fn snapshot_copies_queues_and_the_file_carries_them() {
-        let shaping = [Shaping {
-            rate: 1000,
-            burst: 1500,
-            queue: 100_000,
-        }];
+        let shaping = [Shaping::new(1000, 1500, 100_000)];
         let mut sched: Scheduler<u32> = Scheduler::new(&shaping, 0);
-        sched.enqueue(0, 1, 1500, 0).unwrap();
-        sched.enqueue(0, 2, 700, 0).unwrap();
+        sched.enqueue(0, 1, 1500, 0, 0).unwrap();
+        sched.enqueue(0, 2, 700, 0, 0).unwrap();
         assert!(sched.dequeue(0).is_some());
         let shared = Shared::new("tg0", RedirectMode::Netdev);
         let names = [Arc::from("alpha")];

@@ -95,8 +95,51 @@ pub struct Shaping {
     pub rate: u64,
     /// Bucket depth, bytes.
     pub burst: u64,
-    /// Queue limit, bytes; tail drop beyond it.
+    /// Queue limit, bytes; beyond it the head of the fullest flow is dropped.
     pub queue: u64,
+    /// Most frames queued at once, whatever their size: a flood of tiny frames holds at most
+    /// this many buffers.
+    pub frames: u64,
+    /// Flow queues inside the tenant, served round-robin by bytes, new flows first (1: one
+    /// FIFO).
+    pub flows: u32,
+    /// CoDel on each flow queue; None: off (drops only when the queue is full).
+    pub codel: Option<Codel>,
+}
+
+/// CoDel's two parameters (RFC 8289).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Codel {
+    /// Acceptable standing queue delay, ns.
+    pub target_ns: u64,
+    /// Window over which the delay must stay above target before dropping, ns.
+    pub interval_ns: u64,
+}
+
+impl Codel {
+    /// 5 ms / 100 ms, as fq_codel and CAKE.
+    pub const DEFAULT: Codel = Codel {
+        target_ns: 5_000_000,
+        interval_ns: 100_000_000,
+    };
+}
+
+/// Default flow queues per tenant.
+pub const DEFAULT_FLOWS: u32 = 32;
+
+impl Shaping {
+    /// `rate`, `burst` and `queue` with the defaults for the rest (frame cap, flow queues,
+    /// CoDel on).
+    pub fn new(rate: u64, burst: u64, queue: u64) -> Shaping {
+        Shaping {
+            rate,
+            burst,
+            queue,
+            frames: default_frames(queue),
+            flows: DEFAULT_FLOWS,
+            codel: Some(Codel::DEFAULT),
+        }
+    }
 }
 
 /// An inclusive range of destination ports.
@@ -438,10 +481,20 @@ impl Cx<'_> {
         let queue = size(&r.queue, "queue")?;
         let shaping = match rate {
             None => {
-                for (v, k) in [(&r.burst, "burst"), (&r.queue, "queue")] {
-                    if let Some(v) = v {
-                        return Err(self.err(v, &key(k), "has no effect without `upload`"));
-                    }
+                let strings = [
+                    (r.burst.as_ref().map(|v| v.span()), "burst"),
+                    (r.queue.as_ref().map(|v| v.span()), "queue"),
+                    (r.queue_frames.as_ref().map(|v| v.span()), "queue_frames"),
+                    (r.flows.as_ref().map(|v| v.span()), "flows"),
+                    (r.aqm.as_ref().map(|v| v.span()), "aqm"),
+                    (r.codel_target.as_ref().map(|v| v.span()), "codel_target"),
+                    (
+                        r.codel_interval.as_ref().map(|v| v.span()),
+                        "codel_interval",
+                    ),
+                ];
+                if let Some((Some(span), k)) = strings.into_iter().find(|(s, _)| s.is_some()) {
+                    return Err(self.err_at(span.start, &key(k), "has no effect without `upload`"));
                 }
                 None
             }
@@ -457,11 +510,67 @@ impl Cx<'_> {
                         ),
                     ));
                 }
-                Some(Shaping {
-                    rate,
-                    burst: burst.unwrap_or_else(|| default_burst(rate)),
-                    queue,
-                })
+                let mut s = Shaping::new(rate, burst.unwrap_or_else(|| default_burst(rate)), queue);
+                if let Some(f) = &r.queue_frames {
+                    s.frames = u64::try_from(*f.get_ref())
+                        .ok()
+                        .filter(|n| (1..=1_000_000).contains(n))
+                        .ok_or_else(|| self.err(f, &key("queue_frames"), "must be 1..1000000"))?;
+                }
+                if let Some(f) = &r.flows {
+                    s.flows = u32::try_from(*f.get_ref())
+                        .ok()
+                        .filter(|n| (1..=1024).contains(n))
+                        .ok_or_else(|| {
+                            self.err(f, &key("flows"), "must be 1..1024 (1: one FIFO queue)")
+                        })?;
+                }
+                match r.aqm.as_ref().map(|a| (a, a.get_ref().as_str())) {
+                    None | Some((_, "codel")) => {
+                        let mut c = Codel::DEFAULT;
+                        for (v, k, slot) in [
+                            (&r.codel_target, "codel_target", &mut c.target_ns),
+                            (&r.codel_interval, "codel_interval", &mut c.interval_ns),
+                        ] {
+                            if let Some(v) = v {
+                                *slot = units::parse_duration(v.get_ref())
+                                    .map_err(|e| self.err(v, &key(k), e.to_string()))?;
+                            }
+                        }
+                        if c.target_ns >= c.interval_ns {
+                            let at = r.codel_target.as_ref().map(|t| t.span().start).unwrap_or(0);
+                            return Err(self.err_at(
+                                at,
+                                &key("codel_target"),
+                                "must be shorter than codel_interval",
+                            ));
+                        }
+                        s.codel = Some(c);
+                    }
+                    Some((_, "off")) => {
+                        for (v, k) in [
+                            (&r.codel_target, "codel_target"),
+                            (&r.codel_interval, "codel_interval"),
+                        ] {
+                            if let Some(v) = v {
+                                return Err(self.err(
+                                    v,
+                                    &key(k),
+                                    "has no effect with aqm = \"off\"",
+                                ));
+                            }
+                        }
+                        s.codel = None;
+                    }
+                    Some((a, other)) => {
+                        return Err(self.err(
+                            a,
+                            &key("aqm"),
+                            format!("{other:?}: expected \"codel\" or \"off\""),
+                        ));
+                    }
+                }
+                Some(s)
             }
         };
         if shaping.is_some() && sources.is_empty() && r.id.is_none() {
@@ -684,6 +793,11 @@ pub fn default_burst(rate: u64) -> u64 {
 }
 
 /// Default queue limit: 100 ms at the rate, and never less than four GSO frames.
+/// Default frame cap: as many frames as the byte limit holds at 256 bytes each, at least 128.
+pub fn default_frames(queue: u64) -> u64 {
+    (queue / 256).max(128)
+}
+
 pub fn default_queue(rate: u64) -> u64 {
     (rate / 10).max(4 * MAX_GSO_FRAME)
 }

@@ -35,6 +35,11 @@ pub(super) struct RawTenant {
     pub upload: Option<Spanned<String>>,
     pub burst: Option<Spanned<String>>,
     pub queue: Option<Spanned<String>>,
+    pub queue_frames: Option<Spanned<i64>>,
+    pub flows: Option<Spanned<i64>>,
+    pub aqm: Option<Spanned<String>>,
+    pub codel_target: Option<Spanned<String>>,
+    pub codel_interval: Option<Spanned<String>>,
     pub ports: Option<Spanned<Vec<Spanned<RawPort>>>>,
     pub interfaces: Option<Spanned<Vec<Spanned<String>>>>,
     // gateway keys

@@ -111,6 +111,27 @@ pub fn parse_size(value: &str) -> Result<u64, UnitError> {
     to_u64(n * bytes_per_unit, value)
 }
 
+const TIME_UNITS: &str = "us ms s";
+
+/// A duration like tc writes it (`5ms`, `100ms`, `1s`, `500us`), in nanoseconds; a unit is
+/// required.
+pub fn parse_duration(value: &str) -> Result<u64, UnitError> {
+    let (n, unit) = split(value)?;
+    let ns_per_unit: f64 = match unit.as_str() {
+        "us" => 1e3,
+        "ms" => 1e6,
+        "s" | "sec" => 1e9,
+        _ => {
+            return Err(UnitError::UnknownUnit {
+                value: value.to_string(),
+                unit,
+                expected: TIME_UNITS,
+            });
+        }
+    };
+    to_u64(n * ns_per_unit, value)
+}
+
 /// Formats a rate given in bytes per second the way tc prints it (bits, SI prefixes).
 pub fn format_rate(bytes_per_sec: u64) -> String {
     let bits = bytes_per_sec as f64 * 8.0;
@@ -128,6 +149,15 @@ pub fn format_rate(bytes_per_sec: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_need_a_unit() {
+        assert_eq!(parse_duration("5ms").unwrap(), 5_000_000);
+        assert_eq!(parse_duration("1.5s").unwrap(), 1_500_000_000);
+        assert_eq!(parse_duration("250us").unwrap(), 250_000);
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
 
     #[test]
     fn rates_follow_tc() {

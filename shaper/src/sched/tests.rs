@@ -2,8 +2,14 @@ use super::*;
 
 const SEC: u64 = 1_000_000_000;
 
+/// One FIFO without CoDel: these tests are about the buckets and the tenants' round robin
+/// (the queue discipline inside a tenant has its own tests in `fq`).
 fn shaping(rate: u64, burst: u64, queue: u64) -> Shaping {
-    Shaping { rate, burst, queue }
+    let mut s = Shaping::new(rate, burst, queue);
+    s.flows = 1;
+    s.codel = None;
+    s.frames = 1 << 20;
+    s
 }
 
 /// Keeps every tenant's queue non-empty with frames of `sizes[t]` bytes, advances a fake clock
@@ -14,12 +20,12 @@ fn saturate(tenants: &[Shaping], sizes: &[u32], duration: u64, tick: u64) -> Vec
     let mut now = 0;
     for (t, &size) in sizes.iter().enumerate() {
         for _ in 0..2 {
-            s.enqueue(t, size, size, now).unwrap();
+            s.enqueue(t, size, size, 0, now).unwrap();
         }
     }
     loop {
         while let Some((t, f)) = s.dequeue(now) {
-            s.enqueue(t, f, f, now).unwrap();
+            s.enqueue(t, f, f, 0, now).unwrap();
         }
         let next = s.next_release().expect("saturated queues are never empty");
         let next = if tick > 0 {
@@ -74,7 +80,7 @@ fn deficit_lets_huge_frames_through_slow_buckets() {
     let rate = 125_000;
     let mut s: Scheduler<u32> = Scheduler::new(&[shaping(rate, 1500, 1 << 20)], 0);
     for _ in 0..3 {
-        s.enqueue(0, 65_536, 65_536, 0).unwrap();
+        s.enqueue(0, 65_536, 65_536, 0, 0).unwrap();
     }
     assert_eq!(s.dequeue(0), Some((0, 65_536)));
     assert_eq!(s.dequeue(0), None);
@@ -91,11 +97,11 @@ fn deficit_lets_huge_frames_through_slow_buckets() {
 fn queue_limit_tail_drops() {
     let mut s: Scheduler<u32> = Scheduler::new(&[shaping(1000, 1, 3000)], 0);
     // an empty queue takes one frame even above the limit
-    assert!(s.enqueue(0, 9000, 9000, 0).is_ok());
+    assert!(s.enqueue(0, 9000, 9000, 0, 0).is_ok());
     let mut s: Scheduler<u32> = Scheduler::new(&[shaping(1000, 1, 3000)], 0);
-    assert!(s.enqueue(0, 1, 1500, 0).is_ok());
-    assert!(s.enqueue(0, 2, 1500, 0).is_ok());
-    assert_eq!(s.enqueue(0, 3, 1, 0), Err(3));
+    assert!(s.enqueue(0, 1, 1500, 0, 0).is_ok());
+    assert!(s.enqueue(0, 2, 1500, 0, 0).is_ok());
+    assert_eq!(s.enqueue(0, 3, 1, 0, 0), Err(3));
     assert_eq!(s.backlog(0), 3000);
     let st = s.stats(0);
     assert_eq!(
@@ -104,7 +110,7 @@ fn queue_limit_tail_drops() {
     );
     // FIFO order, and a freed queue takes frames again
     assert_eq!(s.dequeue(0), Some((0, 1)));
-    assert!(s.enqueue(0, 4, 1500, 0).is_ok());
+    assert!(s.enqueue(0, 4, 1500, 0, 0).is_ok());
     assert_eq!(s.backlog(0), 3000);
 }
 
@@ -130,9 +136,9 @@ fn idle_tenants_are_not_in_the_heap() {
     let tenants = vec![shaping(1000, 1000, 1 << 20); 10_000];
     let mut s: Scheduler<u32> = Scheduler::new(&tenants, 0);
     assert_eq!(s.next_release(), None);
-    s.enqueue(7, 1, 500, 0).unwrap();
-    s.enqueue(7, 2, 500, 0).unwrap();
-    s.enqueue(9000, 3, 500, 0).unwrap();
+    s.enqueue(7, 1, 500, 0, 0).unwrap();
+    s.enqueue(7, 2, 500, 0, 0).unwrap();
+    s.enqueue(9000, 3, 500, 0, 0).unwrap();
     assert_eq!(s.heap.len(), 2);
     assert!(s.dequeue(0).is_some());
     assert!(s.dequeue(0).is_some());
@@ -146,7 +152,7 @@ fn ready_tenants_round_robin() {
     let mut s: Scheduler<u32> = Scheduler::new(&[shaping(1 << 30, 1 << 30, 1 << 30); 3], 0);
     for t in 0..3 {
         for k in 0..3 {
-            s.enqueue(t, u32::try_from(t * 10 + k).expect("small"), 100, 0)
+            s.enqueue(t, u32::try_from(t * 10 + k).expect("small"), 100, 0, 0)
                 .unwrap();
         }
     }
@@ -158,7 +164,7 @@ fn ready_tenants_round_robin() {
 fn drain_delivers_everything_in_order() {
     let mut s: Scheduler<u32> = Scheduler::new(&[shaping(1, 1, 1 << 20); 2], 0);
     for f in 0..4 {
-        s.enqueue((f % 2) as usize, f, 100, 0).unwrap();
+        s.enqueue((f % 2) as usize, f, 100, 0, 0).unwrap();
     }
     let all: Vec<_> = s.drain().collect();
     assert_eq!(all, vec![(0, 0), (0, 2), (1, 1), (1, 3)]);
@@ -171,8 +177,8 @@ fn reconfigure_keeps_queues_and_counters_and_applies_new_rates() {
     // tenants a (1000 B/s) and b (1000 B/s); b is removed, c is added, a drops to 500 B/s
     let mut s: Scheduler<u32> = Scheduler::new(&[shaping(1000, 100, 10_000); 2], 0);
     for f in 0..3 {
-        s.enqueue(0, f, 100, 0).unwrap();
-        s.enqueue(1, 10 + f, 100, 0).unwrap();
+        s.enqueue(0, f, 100, 0, 0).unwrap();
+        s.enqueue(1, 10 + f, 100, 0, 0).unwrap();
     }
     assert_eq!(s.dequeue(0).map(|(t, _)| t), Some(0));
     let gone = s.reconfigure(
@@ -186,13 +192,16 @@ fn reconfigure_keeps_queues_and_counters_and_applies_new_rates() {
     // a keeps its two queued frames although its new limit (150) is below its backlog (200)
     assert_eq!(s.backlog(0), 200);
     assert_eq!(s.stats(0).sent_packets, 1);
-    assert!(s.enqueue(0, 99, 100, 0).is_err(), "new limit refuses more");
+    assert!(
+        s.enqueue(0, 99, 100, 0, 0).is_err(),
+        "new limit refuses more"
+    );
     // a's debt (100 bytes after the first frame with burst 100) now drains at 500 B/s
     assert_eq!(s.dequeue(0), Some((0, 1)));
     assert_eq!(s.next_release(), Some(SEC / 5));
     assert_eq!(s.dequeue(SEC / 5), Some((0, 2)));
     // the new tenant c starts with a full bucket
-    s.enqueue(1, 7, 100, SEC).unwrap();
+    s.enqueue(1, 7, 100, 0, SEC).unwrap();
     assert_eq!(s.dequeue(SEC), Some((1, 7)));
     assert_eq!(s.stats(1).sent_packets, 1);
 }
@@ -201,8 +210,8 @@ fn reconfigure_keeps_queues_and_counters_and_applies_new_rates() {
 fn only_tenants_that_moved_are_dirty() {
     let mut s: Scheduler<u32> = Scheduler::new(&[shaping(1000, 1500, 10_000); 3], 0);
     assert!(s.take_dirty().is_empty());
-    s.enqueue(2, 1, 100, 0).unwrap();
-    s.enqueue(2, 2, 100, 0).unwrap();
+    s.enqueue(2, 1, 100, 0, 0).unwrap();
+    s.enqueue(2, 2, 100, 0, 0).unwrap();
     assert_eq!(s.take_dirty(), vec![2]);
     assert!(s.take_dirty().is_empty(), "taken once");
     assert!(s.dequeue(0).is_some());
