@@ -12,3 +12,12 @@ cargo deb --version >/dev/null 2>&1 || cargo install --locked --quiet cargo-deb
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace
+# the benchmark's harness, end to end in its quick mode (its numbers are not asserted): every
+# scenario runs, the JSON it writes reads back, and the page and its four plots are made
+bash bench/run.sh --quick
+json=$(ls -t target/bench-quick/shaping-*.json | head -1)
+target/release/tollgate-bench --quick --report "$json" >/dev/null
+for plot in accuracy first-seconds rtt-cdf ceiling; do
+  test -s "target/bench-quick/plots/$plot.svg"
+done
+grep -q '### 5. Scale' target/bench-quick/benchmarks.md

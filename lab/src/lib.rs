@@ -7,6 +7,7 @@
 //! This is a development crate: the demo binary, the integration tests and the benchmarks use
 //! it; the `tollgate` and `tollgate-shaper` binaries do not link it.
 
+pub mod bench;
 pub mod demo;
 pub mod harness;
 
