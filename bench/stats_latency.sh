@@ -9,21 +9,8 @@ cd "$(dirname "$0")/.."
 N=${1:-10000}
 cargo build --release -q -p tollgate-shaper
 SH=$PWD/target/release/tollgate-shaper
-CL=tgbench-cl-$$ SRV=tgbench-srv-$$
-WORK=$(mktemp -d)
-cleanup() {
-  [[ -n ${pid:-} ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
-  ip netns del "$CL" 2>/dev/null || true
-  ip netns del "$SRV" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-ip netns add "$CL"; ip netns add "$SRV"
-ip -n "$CL" link add eth0 type veth peer name veth-srv netns "$SRV"
-ip -n "$CL" addr add 198.51.100.10/24 dev eth0
-ip -n "$SRV" addr add 198.51.100.2/24 dev veth-srv
-ip -n "$CL" link set eth0 up; ip -n "$SRV" link set veth-srv up
-ip -n "$CL" link set lo up; ip -n "$SRV" link set lo up
+source bench/lib.sh
+pair bench
 for n in 1 "$N"; do
   cfg=$WORK/t$n.toml
   {
@@ -34,12 +21,7 @@ for n in 1 "$N"; do
         "$i" $((i / 256)) $((i % 256))
     done
   } > "$cfg"
-  ip netns exec "$SRV" "$SH" -c "$cfg" > "$WORK/shaper.log" 2>&1 &
-  pid=$!
-  until grep -q shaping "$WORK/shaper.log"; do
-    kill -0 $pid 2>/dev/null || { cat "$WORK/shaper.log"; exit 1; }
-    sleep 0.1
-  done
+  start_shaper "$SH" "$cfg"
   out=$(ip netns exec "$CL" ping -q -c 1000 -i 0.01 198.51.100.2)
   stats=$(ls "$WORK"/state/*.stats.json)
   size=$(stat -c %s "$stats")

@@ -549,27 +549,24 @@ impl Reader<'_> {
                 .classify_flow(&vnet, &buf[VNET_HDR_LEN..len])
             {
                 (Verdict::Tenant { tenant, cost }, flow) => {
+                    let packet = |buf| {
+                        Msg::Frame(Packet {
+                            buf,
+                            len,
+                            tenant,
+                            cost,
+                            flow,
+                        })
+                    };
                     let msg = match self.pool.take(len) {
                         Some(mut b) if b.len() == pool::SMALL_LEN => {
                             b[..len].copy_from_slice(&buf[..len]);
-                            Msg::Frame(Packet {
-                                buf: b,
-                                len,
-                                tenant,
-                                cost,
-                                flow,
-                            })
+                            packet(b)
                         }
                         Some(mut b) => {
                             // a large frame keeps the buffer it was read into
                             std::mem::swap(&mut b, &mut buf);
-                            Msg::Frame(Packet {
-                                buf: b,
-                                len,
-                                tenant,
-                                cost,
-                                flow,
-                            })
+                            packet(b)
                         }
                         None => Msg::NoBuffer { tenant, cost },
                     };

@@ -1458,14 +1458,7 @@ fn ping_rtts(lab: &UploadLab, src: &str, count: u32, interval: &str) -> Vec<f64>
     rtts
 }
 
-/// The `p`th percentile (0-100) of sorted values, by nearest rank.
-fn percentile(sorted: &[f64], p: usize) -> f64 {
-    if sorted.is_empty() {
-        return f64::INFINITY;
-    }
-    let i = ((sorted.len() - 1) * p).div_ceil(100);
-    sorted[i.min(sorted.len() - 1)]
-}
+use lab::bench::percentile;
 
 /// The queue discipline inside a tenant: while a UDP stream at twice the tenant's 20 Mbit/s
 /// keeps its 1 MiB queue full (420 ms at that rate), a ping from the same tenant waits behind

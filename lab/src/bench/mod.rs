@@ -84,7 +84,7 @@ impl Plan {
             accuracy_rates_mbit: vec![1, 10, 100, 1000, 5000],
             accuracy_secs: 30,
             latency_rates_mbit: vec![20, 100],
-            latency_secs: 12,
+            latency_secs: 14,
             isolation_secs: 10,
             scale_tenants: vec![1, 100, 1000, 10_000],
             scale_secs: 8,
@@ -99,7 +99,7 @@ impl Plan {
             accuracy_rates_mbit: vec![10, 100],
             accuracy_secs: 4,
             latency_rates_mbit: vec![20],
-            latency_secs: 5,
+            latency_secs: 8,
             isolation_secs: 4,
             scale_tenants: vec![1, 1000],
             scale_secs: 3,
@@ -145,6 +145,11 @@ pub struct Latency {
     pub max_ms: f64,
     pub idle_p50_ms: f64,
     pub upload_mbit: f64,
+    /// TCP request/response (1 byte each way, every 20 ms) from the loaded tenant, ms.
+    #[serde(default)]
+    pub tcp_rr_p50_ms: f64,
+    #[serde(default)]
+    pub tcp_rr_p99_ms: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -428,6 +433,52 @@ fn ping(lab: &UploadLab, host: u8, count: u32, interval: &str) -> Result<(Vec<f6
     Ok((rtts, usize::try_from(count).unwrap_or(0)))
 }
 
+/// A TCP request/response probe: from client `host` (the lab's only client address), one
+/// byte to the server and one back,
+/// every 20 ms for `secs`; sorted round-trip times (ms). The server answers in the server
+/// namespace on `port`.
+fn tcp_rr(lab: &UploadLab, host: u8, port: u16, secs: u32) -> Result<Vec<f64>> {
+    use std::io::{Read, Write};
+    let listener = crate::in_netns(lab.srv.name(), move || {
+        std::net::TcpListener::bind(("0.0.0.0", port))
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("rr server thread"))???;
+    let server = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut s, _) = listener.accept()?;
+        s.set_nodelay(true)?;
+        let mut b = [0u8; 1];
+        while s.read(&mut b)? == 1 {
+            s.write_all(&b)?;
+        }
+        Ok(())
+    });
+    // the latency lab's client has one address, the loaded tenant's: it is the source
+    debug_assert_eq!(host, 10);
+    let rtts = crate::in_netns(lab.cl.name(), move || -> std::io::Result<Vec<f64>> {
+        let mut s = std::net::TcpStream::connect((SERVER, port))?;
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut out = Vec::new();
+        let end = Instant::now() + Duration::from_secs(u64::from(secs));
+        let mut b = [1u8; 1];
+        while Instant::now() < end {
+            let t0 = Instant::now();
+            s.write_all(&b)?;
+            s.read_exact(&mut b)?;
+            out.push(t0.elapsed().as_secs_f64() * 1e3);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(out)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("rr client thread"))???;
+    let _ = server.join();
+    let mut rtts = rtts;
+    rtts.sort_by(f64::total_cmp);
+    Ok(rtts)
+}
+
 /// The `p`th percentile (0-100) of sorted values, by nearest rank.
 pub fn percentile(sorted: &[f64], p: usize) -> f64 {
     if sorted.is_empty() {
@@ -573,8 +624,10 @@ pub fn run(plan: &Plan, shaper: &Path, mut progress: impl FnMut(&str)) -> Result
             let srv = server_once(&lab.srv, lab.dir.path(), 5201)?;
             let c = client(&lab, 10, 5201, plan.latency_secs, &[])?;
             std::thread::sleep(Duration::from_secs(2));
-            let count = (plan.latency_secs.saturating_sub(3)) * 50;
+            let probe_secs = plan.latency_secs.saturating_sub(4) / 2;
+            let count = probe_secs * 50;
             let (rtts, _) = ping(&lab, 10, count, "0.02")?;
+            let rr = tcp_rr(&lab, 10, 7000, probe_secs)?;
             let v = finish(c, plan.latency_secs)?;
             drop(srv);
             inst.remove(&lab);
@@ -586,15 +639,19 @@ pub fn run(plan: &Plan, shaper: &Path, mut progress: impl FnMut(&str)) -> Result
                 max_ms: rtts.last().copied().unwrap_or(f64::NAN),
                 idle_p50_ms: percentile(&idle, 50),
                 upload_mbit: received_mbit(&v),
+                tcp_rr_p50_ms: percentile(&rr, 50),
+                tcp_rr_p99_ms: percentile(&rr, 99),
                 rtts_ms: rtts,
             };
             progress(&format!(
-                "latency {} {rate} Mbit/s: p50 {:.2} p99 {:.2} max {:.2} ms (idle {:.3})",
+                "latency {} {rate} Mbit/s: ping p50 {:.2} p99 {:.2} max {:.2} ms (idle {:.3}); tcp rr p50 {:.2} p99 {:.2}",
                 m.name(),
                 row.p50_ms,
                 row.p99_ms,
                 row.max_ms,
-                row.idle_p50_ms
+                row.idle_p50_ms,
+                row.tcp_rr_p50_ms,
+                row.tcp_rr_p99_ms
             ));
             r.latency.push(row);
         }

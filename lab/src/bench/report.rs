@@ -4,6 +4,7 @@
 
 use super::{Method, Report, percentile};
 use anyhow::{Context, Result};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -22,6 +23,33 @@ fn color(m: Method) -> RGBColor {
 }
 
 type Plot = Result<(), Box<dyn std::error::Error>>;
+
+/// Draws `pts` as a line in method `m`'s colour with its legend entry.
+fn method_line<'a, X: Ranged<ValueType = f64>>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, RangedCoordf64>>,
+    m: Method,
+    pts: Vec<(f64, f64)>,
+) -> Plot {
+    chart
+        .draw_series(LineSeries::new(pts, color(m).stroke_width(2)))?
+        .label(m.name())
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color(m)));
+    Ok(())
+}
+
+/// The legend box.
+fn legend<'a, X: Ranged<ValueType = f64>>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, RangedCoordf64>>,
+    at: SeriesLabelPosition,
+) -> Plot {
+    chart
+        .configure_series_labels()
+        .position(at)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
 
 fn plot_accuracy(r: &Report, path: &Path) -> Plot {
     let root = SVGBackend::new(path, (720, 420)).into_drawing_area();
@@ -52,20 +80,13 @@ fn plot_accuracy(r: &Report, path: &Path) -> Plot {
             .filter(|a| a.method == m)
             .map(|a| (a.rate_mbit as f64, a.ratio))
             .collect();
-        chart
-            .draw_series(LineSeries::new(pts.clone(), color(m).stroke_width(2)))?
-            .label(m.name())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color(m)));
+        method_line(&mut chart, m, pts.clone())?;
         chart.draw_series(
             pts.into_iter()
                 .map(|p| Circle::new(p, 3, color(m).filled())),
         )?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
+    legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     root.present()?;
     Ok(())
 }
@@ -101,16 +122,9 @@ fn plot_first_seconds(r: &Report, rate: u64, path: &Path) -> Plot {
             .enumerate()
             .map(|(i, b)| (i as f64 * 0.1 + 0.05, *b))
             .collect();
-        chart
-            .draw_series(LineSeries::new(pts, color(m).stroke_width(2)))?
-            .label(m.name())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color(m)));
+        method_line(&mut chart, m, pts)?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
+    legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     root.present()?;
     Ok(())
 }
@@ -147,17 +161,9 @@ fn plot_rtt_cdf(r: &Report, rate: u64, path: &Path) -> Plot {
             .enumerate()
             .map(|(i, v)| (*v, (i + 1) as f64 / n))
             .collect();
-        chart
-            .draw_series(LineSeries::new(pts, color(m).stroke_width(2)))?
-            .label(m.name())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color(m)));
+        method_line(&mut chart, m, pts)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
+    legend(&mut chart, SeriesLabelPosition::LowerRight)?;
     root.present()?;
     Ok(())
 }
@@ -313,21 +319,24 @@ is the receiver's largest 100-ms bin in the first 3 s over the configured rate.\
     writeln!(w, "### 3. Latency under load\n")?;
     writeln!(
         w,
-        "A TCP upload saturates the tenant; a ping from the same tenant every 20 ms for {} s. \
-Idle: 50 pings with no load, through the same method.\n",
-        r.plan.latency_secs.saturating_sub(3)
+        "A TCP upload saturates the tenant; from the same tenant, a ping every 20 ms for {0} s, \
+then a TCP request/response (one byte each way on a connection of its own) every 20 ms for \
+{0} s. Idle: 50 pings with no load, through the same method.\n",
+        r.plan.latency_secs.saturating_sub(4) / 2
     )?;
     w.push_str(&row(&[
         "rate",
         "method",
-        "p50 ms",
-        "p99 ms",
-        "max ms",
-        "idle p50 ms",
+        "ping p50 ms",
+        "ping p99 ms",
+        "ping max ms",
+        "TCP RR p50 ms",
+        "TCP RR p99 ms",
+        "idle ping p50 ms",
         "upload Mbit/s",
     ]
     .map(String::from)));
-    w.push_str("|---:|---|---:|---:|---:|---:|---:|\n");
+    w.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|\n");
     for l in &r.latency {
         w.push_str(&row(&[
             format!("{} Mbit/s", l.rate_mbit),
@@ -335,6 +344,8 @@ Idle: 50 pings with no load, through the same method.\n",
             format!("{:.2}", l.p50_ms),
             format!("{:.2}", l.p99_ms),
             format!("{:.2}", l.max_ms),
+            format!("{:.2}", l.tcp_rr_p50_ms),
+            format!("{:.2}", l.tcp_rr_p99_ms),
             format!("{:.3}", l.idle_p50_ms),
             format!("{:.2}", l.upload_mbit),
         ]));
@@ -417,7 +428,7 @@ pub fn splice(old: &str, new: &str) -> String {
         && b < e
     {
         return format!(
-            "{}{block}{}",
+            "{}{block}\n{}",
             &old[..b],
             old[e + END.len()..].trim_start_matches('\n')
         );
