@@ -1,8 +1,8 @@
 //! One tenant's queue: flow queues served by deficit round robin, new flows first, with CoDel
 //! on each (the structure of Linux's fq_codel, RFC 8290, with CoDel per RFC 8289).
 //!
-//! Pure and clock-free like the rest of the scheduler: `now` is passed in. A frame belongs to
-//! flow `hash % flows` (the classifier hashes the 5-tuple). A flow that was empty goes to the
+//! Pure and clock-free like the rest of the scheduler: `now` is passed in. A frame's flow is
+//! the classifier's hash of its 5-tuple, looked up set-associatively among the tenant's queues. A flow that was empty goes to the
 //! *new* list and is served before the *old* list, one quantum at a time, so a sparse flow (a
 //! ping, a keystroke, a request) overtakes a bulk flow's backlog. Each flow runs CoDel on the
 //! time its head frame has waited (shaping delay included): once it stays above `target` for
@@ -26,6 +26,8 @@ pub enum Drop {
 
 /// Bytes one round of the round robin gives a flow (one Ethernet MTU, as fq_codel).
 pub const QUANTUM: i64 = 1514;
+/// Queues per set in the set-associative flow lookup.
+const WAYS: u32 = 8;
 /// A flow holding no more than this is never dropped by CoDel (RFC 8289's maxpacket).
 const MTU: u64 = 1514;
 
@@ -48,6 +50,8 @@ struct CodelState {
 }
 
 struct Flow<F> {
+    /// The hash of the flow using this queue (set-associative lookup, see `index`).
+    tag: u32,
     frames: VecDeque<Entry<F>>,
     bytes: u64,
     deficit: i64,
@@ -59,6 +63,7 @@ struct Flow<F> {
 impl<F> Default for Flow<F> {
     fn default() -> Self {
         Flow {
+            tag: 0,
             frames: VecDeque::new(),
             bytes: 0,
             deficit: 0,
@@ -123,9 +128,31 @@ impl<F> FlowQueues<F> {
         self.frames == 0
     }
 
-    fn index(&self, hash: u32) -> u32 {
-        // multiply-shift: an even spread of a well-mixed hash over [0, nflows)
-        u32::try_from((u64::from(hash) * u64::from(self.nflows)) >> 32).unwrap_or(0)
+    /// The queue for flow `hash`: set-associative, as CAKE does, so two flows of a tenant
+    /// share a queue only when more than `WAYS` of its flows are active in one set (a plain
+    /// hash would put a ping in the same queue as the tenant's upload once in `flows` tries).
+    /// The set is picked by the hash; in it, the queue already tagged with this flow, else a
+    /// free one (tagged now), else the hash's own way.
+    fn index(&mut self, hash: u32) -> u32 {
+        let n = self.nflows;
+        let ways = WAYS.min(n);
+        let sets = n / ways;
+        // multiply-shift: an even spread of a well-mixed hash over [0, sets)
+        let set = u32::try_from((u64::from(hash) * u64::from(sets)) >> 32).unwrap_or(0);
+        let base = set * ways;
+        let slots = base..base + ways;
+        let busy = |f: &Flow<F>| f.listed || !f.frames.is_empty();
+        if let Some(i) = slots
+            .clone()
+            .find(|&i| self.flows[i as usize].tag == hash && busy(&self.flows[i as usize]))
+        {
+            return i;
+        }
+        if let Some(i) = slots.clone().find(|&i| !busy(&self.flows[i as usize])) {
+            self.flows[i as usize].tag = hash;
+            return i;
+        }
+        base + hash % ways
     }
 
     fn pop(&mut self, idx: u32) -> Option<Entry<F>> {
@@ -138,8 +165,7 @@ impl<F> FlowQueues<F> {
         Some(e)
     }
 
-    fn push(&mut self, e: Entry<F>) {
-        let idx = self.index(e.hash);
+    fn push(&mut self, idx: u32, e: Entry<F>) {
         let c = u64::from(e.cost);
         let fl = &mut self.flows[idx as usize];
         fl.bytes += c;
@@ -182,12 +208,15 @@ impl<F> FlowQueues<F> {
                 None => return Err(frame),
             }
         }
-        self.push(Entry {
-            frame,
-            cost,
-            hash,
-            at: now,
-        });
+        self.push(
+            idx,
+            Entry {
+                frame,
+                cost,
+                hash,
+                at: now,
+            },
+        );
         Ok(())
     }
 
@@ -362,7 +391,8 @@ impl<F> FlowQueues<F> {
             self.flows = (0..nflows).map(|_| Flow::default()).collect();
         }
         for e in entries {
-            self.push(e);
+            let idx = self.index(e.hash);
+            self.push(idx, e);
         }
     }
 }
@@ -381,9 +411,34 @@ mod tests {
         s
     }
 
-    /// Hashes that land in distinct flows of 32.
+    /// Hashes that land in distinct sets of 32 queues (4 sets of 8).
     fn h(flow: u32) -> u32 {
         flow << 27
+    }
+
+    #[test]
+    fn colliding_hashes_get_queues_of_their_own() {
+        // same set (same top bits), different flows: a plain hash would share one queue
+        let (bulk, ping) = (0x1000_0000, 0x1000_0001);
+        let mut q: FlowQueues<u32> = FlowQueues::new(&shaping(32, false));
+        for i in 0..100 {
+            q.enqueue(i, 1500, bulk, 0, |_, _| {}).unwrap();
+        }
+        q.dequeue(0, |_, _| {}).unwrap();
+        q.enqueue(999, 84, ping, 0, |_, _| {}).unwrap();
+        let next: Vec<u32> = (0..2)
+            .filter_map(|_| q.dequeue(0, |_, _| {}))
+            .map(|f| f.0)
+            .collect();
+        assert!(next.contains(&999), "{next:?}");
+        // nine flows in one set of eight: the ninth shares a queue, nothing is lost
+        let mut q: FlowQueues<u32> = FlowQueues::new(&shaping(32, false));
+        for f in 0..9 {
+            q.enqueue(f, 100, 0x1000_0000 + f, 0, |_, _| {}).unwrap();
+        }
+        assert_eq!(q.backlog(), 900);
+        let out: Vec<u32> = std::iter::from_fn(|| q.dequeue(0, |_, _| {}).map(|f| f.0)).collect();
+        assert_eq!(out.len(), 9);
     }
 
     #[test]

@@ -226,17 +226,8 @@ impl Config {
         let cx = Cx { text, path };
         // 1. syntax (the parser stops at the first error), 2. the shape of every key, all
         // problems at once, 3. serde into the raw structs, 4. values, all sections and tenants
-        let doc = toml_edit::ImDocument::parse(text).map_err(|e| {
-            let (line, column) = e.span().map(|s| cx.line_col(s.start)).unwrap_or((0, 0));
-            ConfigError {
-                path: path.to_path_buf(),
-                line,
-                column,
-                key: String::new(),
-                message: e.message().trim().to_string(),
-                also: Vec::new(),
-            }
-        })?;
+        let doc =
+            toml_edit::ImDocument::parse(text).map_err(|e| cx.syntax(e.span(), e.message()))?;
         let shape: Vec<ConfigError> = schema::check(&doc)
             .into_iter()
             .map(|(at, key, message)| cx.err_at(at, &key, &message))
@@ -244,17 +235,7 @@ impl Config {
         if let Some(e) = ConfigError::many(shape) {
             return Err(e);
         }
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let (line, column) = e.span().map(|s| cx.line_col(s.start)).unwrap_or((0, 0));
-            ConfigError {
-                path: path.to_path_buf(),
-                line,
-                column,
-                key: String::new(),
-                message: e.message().trim().to_string(),
-                also: Vec::new(),
-            }
-        })?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| cx.syntax(e.span(), e.message()))?;
         let mut errors = Vec::new();
         let gateway = match &raw.gateway {
             Some(g) => cx.gateway(g).map_err(|e| errors.push(e)).ok(),
@@ -420,6 +401,20 @@ impl Cx<'_> {
         let line = before.matches('\n').count() + 1;
         let column = before.len() - before.rfind('\n').map(|p| p + 1).unwrap_or(0) + 1;
         (line, column)
+    }
+
+    /// A problem the TOML parser found, at its span if it has one (no key: the file is not
+    /// read as far as keys).
+    fn syntax(&self, span: Option<std::ops::Range<usize>>, message: &str) -> ConfigError {
+        let (line, column) = span.map(|s| self.line_col(s.start)).unwrap_or((0, 0));
+        ConfigError {
+            path: self.path.to_path_buf(),
+            line,
+            column,
+            key: String::new(),
+            message: message.trim().to_string(),
+            also: Vec::new(),
+        }
     }
 
     fn err_at(&self, offset: usize, key: &str, message: &str) -> ConfigError {

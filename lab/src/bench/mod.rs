@@ -409,6 +409,13 @@ fn bins_mbit(v: &serde_json::Value) -> Vec<f64> {
 
 /// `count` pings from client `host` at `interval` seconds: sorted RTTs (ms) and the count sent.
 fn ping(lab: &UploadLab, host: u8, count: u32, interval: &str) -> Result<(Vec<f64>, usize)> {
+    let rtts = ping_from(lab, &format!("198.51.100.{host}"), count, interval)?;
+    Ok((rtts, usize::try_from(count).unwrap_or(0)))
+}
+
+/// Sorted round-trip times (ms) of `count` pings from client address `src` to the server, at
+/// `interval` seconds (lost pings are simply missing).
+pub fn ping_from(lab: &UploadLab, src: &str, count: u32, interval: &str) -> Result<Vec<f64>> {
     let out = lab
         .cl
         .command("ping")
@@ -421,8 +428,8 @@ fn ping(lab: &UploadLab, host: u8, count: u32, interval: &str) -> Result<(Vec<f6
             "-W",
             "2",
             "-I",
+            src,
         ])
-        .arg(format!("198.51.100.{host}"))
         .arg(SERVER)
         .output()?;
     let mut rtts: Vec<f64> = String::from_utf8_lossy(&out.stdout)
@@ -430,7 +437,7 @@ fn ping(lab: &UploadLab, host: u8, count: u32, interval: &str) -> Result<(Vec<f6
         .filter_map(|l| l.split("time=").nth(1)?.split(' ').next()?.parse().ok())
         .collect();
     rtts.sort_by(f64::total_cmp);
-    Ok((rtts, usize::try_from(count).unwrap_or(0)))
+    Ok(rtts)
 }
 
 /// A TCP request/response probe: from client `host` (the lab's only client address), one
