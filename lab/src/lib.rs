@@ -346,8 +346,26 @@ impl UploadLab {
         self.iperf3_upload_from(&format!("198.51.100.{client}"), SERVER, port, secs)
     }
 
-    /// Starts an iperf3 upload from address `src` (in the client namespace) to `dst`.
+    /// Starts an iperf3 upload from address `src` (in the client namespace) to `dst`, once the
+    /// server on `port` has closed the previous test's connections (an iperf3 server serves one
+    /// test at a time and answers "busy" until then).
     pub fn iperf3_upload_from(&self, src: &str, dst: &str, port: u16, secs: u32) -> Result<Proc> {
+        let filter = format!("( sport = :{port} )");
+        wait_until(Duration::from_secs(3), || {
+            self.srv
+                .exec(
+                    "ss",
+                    &[
+                        "-Htn",
+                        "state",
+                        "connected",
+                        "exclude",
+                        "time-wait",
+                        &filter,
+                    ],
+                )
+                .is_ok_and(|o| o.trim().is_empty())
+        });
         iperf3_client(&self.cl, self.dir.path(), Some(src), dst, port, secs)
     }
 }

@@ -103,11 +103,11 @@ impl ReloadSlot {
         }
     }
 
+    /// Called for every frame: a plain load when nothing is pending (no read-modify-write on
+    /// the hot path).
     fn take(&self) -> Option<(Classifier, Box<Reconfigure>)> {
-        if !self
-            .pending
-            .swap(false, std::sync::atomic::Ordering::Acquire)
-        {
+        use std::sync::atomic::Ordering::Acquire;
+        if !self.pending.load(Acquire) || !self.pending.swap(false, Acquire) {
             return None;
         }
         self.next.lock().ok()?.take()
@@ -223,20 +223,18 @@ pub fn run(config: &Config, control: Control) -> Result<(), DaemonError> {
     let slot = Arc::new(ReloadSlot::default());
     let (tx, rx) = crossbeam_channel::bounded::<Msg>(CHANNEL);
     let (ack_tx, ack_rx) = crossbeam_channel::bounded::<u64>(4);
-    let pool = Arc::new(Pool::default());
     let failed = Arc::new(AtomicBool::new(false));
     let halt = Arc::new(AtomicBool::new(false));
     let stats_path = state::stats_path(&shaper.state_dir, &shaper.tap).map_err(io_err("netns"))?;
 
     let reader = {
         let (tap, shared, halt, slot) = (tap.clone(), shared.clone(), halt.clone(), slot.clone());
-        let pool = pool.clone();
         spawn("tg-reader", failed.clone(), move || {
             let mut r = Reader {
                 tap: &tap,
                 classifier,
                 tx: &tx,
-                pool: &pool,
+                pool: &shared.pool,
                 counters: &shared.counters,
                 slot: &slot,
             };
@@ -244,11 +242,11 @@ pub fn run(config: &Config, control: Control) -> Result<(), DaemonError> {
         })?
     };
     let scheduler = {
-        let (tap, shared, halt, pool) = (tap.clone(), shared.clone(), halt.clone(), pool.clone());
+        let (tap, shared, halt) = (tap.clone(), shared.clone(), halt.clone());
         spawn("tg-scheduler", failed.clone(), move || {
             let mut w = Writer {
                 tap: &tap,
-                pool: &pool,
+                pool: &shared.pool,
                 counters: &shared.counters,
             };
             scheduler_loop(&mut w, &rx, shaping, names, &shared, &ack_tx, &halt)
@@ -258,7 +256,7 @@ pub fn run(config: &Config, control: Control) -> Result<(), DaemonError> {
         let (shared, halt) = (shared.clone(), halt.clone());
         spawn("tg-stats", failed.clone(), move || {
             background_priority();
-            stats_loop(&shared, &pool, &stats_path, endpoint, &halt);
+            stats_loop(&shared, &stats_path, endpoint, &halt);
             Ok(())
         })?
     };
@@ -625,6 +623,7 @@ fn scheduler_loop(
         while let Some((_, p)) = sched.dequeue(t) {
             w.send(p.buf, p.len);
         }
+        // what the queues dropped (CoDel, room for other flows) gives its buffers back
         for p in sched.take_dropped() {
             w.pool.put(p.buf);
         }
@@ -673,9 +672,7 @@ fn enqueue(sched: &mut Scheduler<Packet>, w: &mut Writer<'_>, p: Packet, now: u6
         // refused: the frame is gone (counted by the scheduler), its buffer is not
         w.pool.put(p.buf);
     }
-    for p in sched.take_dropped() {
-        w.pool.put(p.buf);
-    }
+    // frames it dropped to make room are recycled once per loop, with CoDel's
 }
 
 /// Puts the calling thread in SCHED_IDLE: on a machine with fewer cores than busy threads,
@@ -695,23 +692,10 @@ fn background_priority() {
 /// The stats thread: the counters file once a second, and the metrics endpoint if configured.
 fn stats_loop(
     shared: &Arc<Shared>,
-    pool: &Pool,
     path: &std::path::Path,
     endpoint: Option<metrics::Endpoint>,
     halt: &Arc<AtomicBool>,
 ) {
-    let refresh = |shared: &Shared| {
-        let c = &shared.counters;
-        let (small, large) = pool.usage();
-        for (slot, v) in [
-            (&c.pool_small_allocated, small.allocated),
-            (&c.pool_small_in_use, small.in_use),
-            (&c.pool_large_allocated, large.allocated),
-            (&c.pool_large_in_use, large.in_use),
-        ] {
-            slot.store(v, Relaxed);
-        }
-    };
     std::thread::scope(|s| {
         if let Some(ep) = endpoint {
             let (shared, halt) = (shared.clone(), halt.clone());
@@ -721,7 +705,6 @@ fn stats_loop(
             });
         }
         while !halt.load(Relaxed) {
-            refresh(shared);
             stats::write_file(shared, path);
             for _ in 0..10 {
                 if halt.load(Relaxed) {

@@ -140,15 +140,19 @@ impl<F> FlowQueues<F> {
         // multiply-shift: an even spread of a well-mixed hash over [0, sets)
         let set = u32::try_from((u64::from(hash) * u64::from(sets)) >> 32).unwrap_or(0);
         let base = set * ways;
-        let slots = base..base + ways;
-        let busy = |f: &Flow<F>| f.listed || !f.frames.is_empty();
-        if let Some(i) = slots
-            .clone()
-            .find(|&i| self.flows[i as usize].tag == hash && busy(&self.flows[i as usize]))
-        {
-            return i;
+        // one pass over the set: this flow's queue, else the first free one
+        let mut free = None;
+        for i in base..base + ways {
+            let f = &self.flows[i as usize];
+            let busy = f.listed || !f.frames.is_empty();
+            if busy && f.tag == hash {
+                return i;
+            }
+            if !busy && free.is_none() {
+                free = Some(i);
+            }
         }
-        if let Some(i) = slots.clone().find(|&i| !busy(&self.flows[i as usize])) {
+        if let Some(i) = free {
             self.flows[i as usize].tag = hash;
             return i;
         }

@@ -120,13 +120,14 @@ impl Collector for ShaperCollector {
                 None,
                 MetricType::Gauge,
             )?;
+            let (small, large) = s.pool.usage();
             for (class, state, v) in [
-                ("small", "allocated", c.pool_small_allocated.load(Relaxed)),
-                ("small", "in_use", c.pool_small_in_use.load(Relaxed)),
-                ("small", "max", crate::pool::SMALL_MAX),
-                ("large", "allocated", c.pool_large_allocated.load(Relaxed)),
-                ("large", "in_use", c.pool_large_in_use.load(Relaxed)),
-                ("large", "max", crate::pool::LARGE_MAX),
+                ("small", "allocated", small.allocated),
+                ("small", "in_use", small.in_use),
+                ("small", "max", small.max),
+                ("large", "allocated", large.allocated),
+                ("large", "in_use", large.in_use),
+                ("large", "max", large.max),
             ] {
                 m.encode_family(&[("class", class), ("state", state)])?
                     .encode_gauge(&i64::try_from(v).unwrap_or(i64::MAX))?;

@@ -72,6 +72,14 @@ pub struct Pool {
     large: Class,
 }
 
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("usage", &self.usage())
+            .finish()
+    }
+}
+
 impl Default for Pool {
     fn default() -> Self {
         Pool::new(SMALL_MAX, LARGE_MAX)

@@ -27,12 +27,6 @@ pub struct PassCounters {
     pub write_errors: AtomicU64,
     pub frames_read: AtomicU64,
     pub frames_written: AtomicU64,
-    /// Buffers allocated so far, per size class (gauges; never shrink).
-    pub pool_small_allocated: AtomicU64,
-    pub pool_large_allocated: AtomicU64,
-    /// Buffers holding a frame now, per size class (gauges).
-    pub pool_small_in_use: AtomicU64,
-    pub pool_large_in_use: AtomicU64,
 }
 
 /// One tenant as the scheduler last saw it.
@@ -85,6 +79,8 @@ pub struct Shared {
     pub mode: RedirectMode,
     pub start: Instant,
     pub counters: PassCounters,
+    /// The frame buffers (its use is read from it directly, at scrape time).
+    pub pool: crate::pool::Pool,
     pub snapshot: Mutex<Snapshot>,
     pub reload: Mutex<ReloadStatus>,
 }
@@ -96,6 +92,7 @@ impl Shared {
             mode,
             start: Instant::now(),
             counters: PassCounters::default(),
+            pool: crate::pool::Pool::default(),
             snapshot: Mutex::new(Snapshot::default()),
             reload: Mutex::new(ReloadStatus {
                 generation: 1,
@@ -141,11 +138,7 @@ impl Shared {
         } else {
             for i in dirty {
                 if let Some(t) = snap.tenants.get_mut(i) {
-                    let (tokens, tokens_at_ns) = sched.balance(i);
-                    t.backlog = sched.backlog(i);
-                    t.tokens = tokens;
-                    t.tokens_at_ns = tokens_at_ns;
-                    t.counters = sched.stats(i);
+                    *t = entry(i, sched);
                 }
             }
         }

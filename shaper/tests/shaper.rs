@@ -170,10 +170,8 @@ fn two_tenants(mode: &str) {
             up.received_bps / 1e6
         );
     }
-    // a source of no tenant is not shaped (far above the largest tenant rate); its own server,
-    // so it never meets one still closing the previous test
-    let _s3 = lab.iperf3_server(5203).expect("server 5203");
-    let o = lab.iperf3_upload(30, 5203, 3).expect("unmatched upload");
+    // a source of no tenant is not shaped (far above the largest tenant rate)
+    let o = lab.iperf3_upload(30, 5201, 3).expect("unmatched upload");
     let o = finish_upload(o, Duration::from_secs(20)).expect("unmatched result");
     eprintln!("{mode} unmatched: {:.0} Mbit/s", o.received_bps / 1e6);
     assert!(
@@ -500,16 +498,11 @@ fn live_reload(mode: &str) {
     // beta, added by the reload, is shaped
     // (a short TCP upload at 5 Mbit/s with CoDel ramps up for a while: the bound that matters
     // is the upper one, the lower one only says it is not starved)
-    let b = lab.iperf3_upload(20, 5202, 6).expect("beta upload");
-    let b = finish_upload(b, Duration::from_secs(20)).expect("beta result");
-    eprintln!(
-        "{mode} beta after reload: {:.2} Mbit/s",
-        b.received_bps / 1e6
-    );
+    let b = upload_mbit(&lab, 20, 5202, 6);
+    eprintln!("{mode} beta after reload: {b:.2} Mbit/s");
     assert!(
-        (0.6..=1.05).contains(&(b.received_bps / 5e6)),
-        "{mode}: beta at {:.2} Mbit/s, shaped to 5",
-        b.received_bps / 1e6
+        (0.6..=1.05).contains(&(b / 5.0)),
+        "{mode}: beta at {b:.2} Mbit/s, shaped to 5"
     );
 
     // a rate without a unit: refused, the old config keeps running
@@ -545,16 +538,11 @@ fn live_reload(mode: &str) {
         !out.status.success() && err.contains("shaper.mark changed"),
         "{err}"
     );
-    let a = lab.iperf3_upload(10, 5201, 3).expect("alpha upload");
-    let a = finish_upload(a, Duration::from_secs(20)).expect("alpha result");
-    eprintln!(
-        "{mode} alpha after refused reloads: {:.2} Mbit/s",
-        a.received_bps / 1e6
-    );
+    let a = alpha_rate(&lab);
+    eprintln!("{mode} alpha after refused reloads: {a:.2} Mbit/s");
     assert!(
-        (0.7..=1.05).contains(&(a.received_bps / 10e6)),
-        "{mode}: alpha at {:.2} Mbit/s, the running config says 10",
-        a.received_bps / 1e6
+        (0.7..=1.05).contains(&(a / 10.0)),
+        "{mode}: alpha at {a:.2} Mbit/s, the running config says 10"
     );
 
     // removing every source tenant but one, then stopping: the namespace is as it was
@@ -803,12 +791,17 @@ fn refused(lab: &UploadLab, cfg: &str, name: &str) -> String {
     text
 }
 
-fn alpha_rate(lab: &UploadLab) -> f64 {
-    let p = lab.iperf3_upload(10, 5201, 3).expect("upload");
+/// Receiver goodput (Mbit/s) of a `secs`-second upload from client `host` to `port`.
+fn upload_mbit(lab: &UploadLab, host: u8, port: u16, secs: u32) -> f64 {
+    let p = lab.iperf3_upload(host, port, secs).expect("upload");
     finish_upload(p, Duration::from_secs(20))
         .expect("result")
         .received_bps
         / 1e6
+}
+
+fn alpha_rate(lab: &UploadLab) -> f64 {
+    upload_mbit(lab, 10, 5201, 3)
 }
 
 /// Two route-mode shapers in one namespace (two TAPs, their own tables and marks): stopping
@@ -1361,20 +1354,21 @@ fn status_shows_the_current_rate() {
     assert!(err.contains("is tollgate-shaper running"), "{err}");
 }
 
-/// GET /metrics from the shaper's endpoint inside the lab's server namespace.
-fn scrape(lab: &UploadLab, port: u16) -> String {
+/// The whole HTTP response to `GET path` from a server on loopback `port` inside the lab's
+/// server namespace.
+fn http_get(lab: &UploadLab, port: u16, path: &'static str) -> String {
     in_netns(lab.srv.name(), move || -> std::io::Result<String> {
         let mut s = TcpStream::connect(("127.0.0.1", port))?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())?;
         let mut out = String::new();
         s.read_to_string(&mut out)?;
         Ok(out)
     })
     .join()
-    .expect("scrape thread")
+    .expect("http thread")
     .expect("setns")
-    .expect("scrape")
+    .expect("http request")
 }
 
 /// The value of the sample `name` (with its labels) on a metrics page.
@@ -1399,7 +1393,7 @@ fn metrics_count_a_tenants_bytes_at_its_rate() {
     let up = lab.iperf3_upload(10, 5201, 10).expect("upload");
     std::thread::sleep(Duration::from_secs(2));
     let sent = "tollgate_shaper_tenant_sent_bytes_total{tenant=\"alpha\"}";
-    let first = scrape(&lab, 9464);
+    let first = http_get(&lab, 9464, "/metrics");
     let t0 = std::time::Instant::now();
     assert!(
         first.starts_with("HTTP/1.1 200") || first.starts_with("HTTP/1.0 200"),
@@ -1407,7 +1401,7 @@ fn metrics_count_a_tenants_bytes_at_its_rate() {
     );
     assert!(first.contains("application/openmetrics-text"), "{first}");
     std::thread::sleep(Duration::from_secs(5));
-    let second = scrape(&lab, 9464);
+    let second = http_get(&lab, 9464, "/metrics");
     let dt = t0.elapsed().as_secs_f64();
     let rate_bits = (sample(&second, sent) - sample(&first, sent)) * 8.0 / dt;
     eprintln!(
@@ -1433,7 +1427,12 @@ fn metrics_count_a_tenants_bytes_at_its_rate() {
             "tollgate_shaper_pool_buffers{class=\"large\",state=\"allocated\"}"
         ) > 0.0
     );
-    assert!(scrape_path_status(&lab, 9464, "/").contains("404"));
+    assert!(
+        http_get(&lab, 9464, "/")
+            .lines()
+            .next()
+            .is_some_and(|status| status.contains("404"))
+    );
     finish_upload(up, Duration::from_secs(30)).expect("upload");
     stop_shaper(shaper);
     let closed = in_netns(lab.srv.name(), || {
@@ -1446,20 +1445,6 @@ fn metrics_count_a_tenants_bytes_at_its_rate() {
         closed,
         "the metrics port is still open after the shaper stopped"
     );
-}
-
-fn scrape_path_status(lab: &UploadLab, port: u16, path: &'static str) -> String {
-    in_netns(lab.srv.name(), move || -> std::io::Result<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", port))?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out.lines().next().unwrap_or_default().to_string())
-    })
-    .join()
-    .expect("thread")
-    .expect("setns")
-    .expect("request")
 }
 
 /// Round-trip times (ms) of `count` pings from `src` at `interval` seconds, run in the client

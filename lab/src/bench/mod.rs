@@ -222,7 +222,8 @@ fn rate_bytes(rate: &str) -> Result<u64> {
     tollgate::config::units::parse_rate(rate).map_err(|e| anyhow::anyhow!("{rate}: {e}"))
 }
 
-/// Installs `method` for `tenants` on the lab's server.
+/// Installs `method` for `tenants` on the lab's server; `extra` is config text after the
+/// tenants (more tenants, for the shaper).
 fn install(
     lab: &UploadLab,
     method: Method,
@@ -313,16 +314,17 @@ fn install(
             } else {
                 "route"
             };
-            let mut cfg = format!(
-                "[shaper]\ninterface = \"veth-srv\"\ntap = \"tg0\"\nredirect = \"{mode}\"\nstate_dir = \"{}\"\n",
-                lab.dir.path().join("state").display()
-            );
-            for t in tenants {
-                cfg += &format!(
-                    "\n[[tenant]]\nname = \"h{}\"\nsources = [\"198.51.100.{}/32\"]\nupload = \"{}\"\n{extra}",
-                    t.host, t.host, t.rate
-                );
-            }
+            let names: Vec<String> = tenants.iter().map(|t| format!("h{}", t.host)).collect();
+            let sources: Vec<String> = tenants
+                .iter()
+                .map(|t| format!("198.51.100.{}/32", t.host))
+                .collect();
+            let rows: Vec<(&str, &str, &str)> = tenants
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (names[i].as_str(), sources[i].as_str(), t.rate.as_str()))
+                .collect();
+            let cfg = crate::harness::config(lab, mode, &rows) + extra;
             let path = lab.dir.path().join("bench.toml");
             std::fs::write(&path, cfg)?;
             done.shaper = Some(spawn_shaper(
@@ -330,7 +332,7 @@ fn install(
                 &lab.srv,
                 &path,
                 &lab.dir.path().join("shaper.log"),
-                Duration::from_secs(60),
+                Duration::from_secs(120),
             ));
         }
     }
@@ -746,7 +748,7 @@ pub fn run(plan: &Plan, shaper: &Path, mut progress: impl FnMut(&str)) -> Result
         }
         tenants.truncate(active);
         let t0 = Instant::now();
-        let inst = install_scaled(&lab, &tenants, &cfg_extra, shaper)?;
+        let inst = install(&lab, Method::Netdev, &tenants, shaper, &cfg_extra)?;
         let start_s = t0.elapsed().as_secs_f64();
         let pid = inst.shaper.as_ref().map(|p| p.child.id());
         let mut servers = Vec::new();
@@ -788,93 +790,93 @@ pub fn run(plan: &Plan, shaper: &Path, mut progress: impl FnMut(&str)) -> Result
     Ok(r)
 }
 
-/// The shaper with `tenants` plus `extra` config text (idle tenants).
-fn install_scaled(
-    lab: &UploadLab,
-    tenants: &[Tenant],
-    extra: &str,
-    shaper: &Path,
-) -> Result<Installed> {
-    let mut cfg = format!(
-        "[shaper]\ninterface = \"veth-srv\"\ntap = \"tg0\"\nstate_dir = \"{}\"\n",
-        lab.dir.path().join("state").display()
-    );
-    for t in tenants {
-        cfg += &format!(
-            "\n[[tenant]]\nname = \"h{}\"\nsources = [\"198.51.100.{}/32\"]\nupload = \"{}\"\n",
-            t.host, t.host, t.rate
-        );
+/// The micro-benchmark's workload: `n` configured tenants (tenant i owns
+/// 10.(i/256).(i%256).0/24, all at 100 Gbit/s, so nothing waits for tokens), 80 frames of
+/// 1514 bytes from 10 of them, 8 flows each. Shared with `cargo bench -p tollgate-shaper`.
+pub struct Micro {
+    pub classifier: shaper::classify::Classifier,
+    pub shaping: Vec<tollgate::config::Shaping>,
+    pub frames: Vec<Vec<u8>>,
+}
+
+impl Micro {
+    pub fn new(n: usize) -> Result<Micro> {
+        let mut text = String::from("[shaper]\ninterface = \"eth0\"\ntap = \"tg0\"\n");
+        for i in 0..n {
+            text += &format!(
+                "[[tenant]]\nname = \"t{i}\"\nsources = [\"10.{}.{}.0/24\"]\nupload = \"100gbit\"\nqueue = \"64mb\"\n",
+                (i / 256) % 256,
+                i % 256
+            );
+        }
+        let cfg = tollgate::config::Config::parse(&text, Path::new("micro.toml"))?;
+        let frames = (0..80usize)
+            .map(|i| {
+                let t = (i % 10) * (n / 10).max(1) % n.max(1);
+                let mut f = vec![0u8; 1514];
+                f[12] = 0x08;
+                f[14] = 0x45;
+                f[16..18].copy_from_slice(&1500u16.to_be_bytes());
+                f[22] = 64;
+                f[23] = 6;
+                let b = |x: usize| u8::try_from(x % 256).unwrap_or(0);
+                f[26..30].copy_from_slice(&[10, b(t / 256), b(t), 7]);
+                f[30..34].copy_from_slice(&[198, 51, 100, 2]);
+                f[34..36].copy_from_slice(&(40_000 + u16::try_from(i).unwrap_or(0)).to_be_bytes());
+                f[36..38].copy_from_slice(&5201u16.to_be_bytes());
+                f[46] = 5 << 4;
+                f
+            })
+            .collect();
+        Ok(Micro {
+            classifier: shaper::classify::Classifier::from_config(&cfg),
+            shaping: cfg.shaped_tenants().map(|(_, s)| s).collect(),
+            frames,
+        })
     }
-    cfg += extra;
-    let path = lab.dir.path().join("scale.toml");
-    std::fs::write(&path, cfg)?;
-    Ok(Installed {
-        shaper: Some(spawn_shaper(
-            shaper,
-            &lab.srv,
-            &path,
-            &lab.dir.path().join("shaper.log"),
-            Duration::from_secs(120),
-        )),
-        ifb: false,
-    })
+
+    /// A scheduler for these tenants.
+    pub fn scheduler(&self) -> shaper::sched::Scheduler<usize> {
+        shaper::sched::Scheduler::new(&self.shaping, 0)
+    }
+
+    /// Classifies and queues every frame at `now`, then releases what may leave; returns the
+    /// frames released.
+    pub fn round(&self, sched: &mut shaper::sched::Scheduler<usize>, now: u64) -> u64 {
+        use shaper::classify::Verdict;
+        let vnet = shaper::vnet::VnetHdr::default();
+        for (i, f) in self.frames.iter().enumerate() {
+            let (v, flow) = self
+                .classifier
+                .classify_flow(&vnet, std::hint::black_box(f));
+            if let Verdict::Tenant { tenant, cost } = v {
+                let _ = sched.enqueue(tenant, i, cost, flow, now);
+            }
+        }
+        let mut released = 0;
+        while let Some(x) = sched.dequeue(now) {
+            std::hint::black_box(x);
+            released += 1;
+        }
+        released
+    }
 }
 
 /// Million frames per second through classify + enqueue + dequeue with `n` configured
-/// tenants (10 active, 8 flows each, rates far above what one core offers): the best of five
-/// 200-ms rounds on this thread.
+/// tenants ([`Micro`]): the best of five 200-ms rounds on this thread.
 pub fn micro_mpps(n: usize) -> f64 {
-    use shaper::classify::{Classifier, Verdict};
-    let mut text = String::from("[shaper]\ninterface = \"eth0\"\ntap = \"tg0\"\n");
-    for i in 0..n {
-        text += &format!(
-            "[[tenant]]\nname = \"t{i}\"\nsources = [\"10.{}.{}.0/24\"]\nupload = \"100gbit\"\nqueue = \"64mb\"\n",
-            (i / 256) % 256,
-            i % 256
-        );
-    }
-    let Ok(cfg) = tollgate::config::Config::parse(&text, Path::new("micro.toml")) else {
+    let Ok(m) = Micro::new(n) else {
         return f64::NAN;
     };
-    let classifier = Classifier::from_config(&cfg);
-    let shaping: Vec<_> = cfg.shaped_tenants().map(|(_, s)| s).collect();
-    let frames: Vec<Vec<u8>> = (0..80usize)
-        .map(|i| {
-            let t = (i % 10) * (n / 10).max(1) % n.max(1);
-            let mut f = vec![0u8; 1514];
-            f[12] = 0x08;
-            f[14] = 0x45;
-            f[16..18].copy_from_slice(&1500u16.to_be_bytes());
-            f[22] = 64;
-            f[23] = 6;
-            let b = |x: usize| u8::try_from(x % 256).unwrap_or(0);
-            f[26..30].copy_from_slice(&[10, b(t / 256), b(t), 7]);
-            f[30..34].copy_from_slice(&[198, 51, 100, 2]);
-            f[34..36].copy_from_slice(&(40_000 + u16::try_from(i).unwrap_or(0)).to_be_bytes());
-            f[36..38].copy_from_slice(&5201u16.to_be_bytes());
-            f[46] = 5 << 4;
-            f
-        })
-        .collect();
-    let vnet = shaper::vnet::VnetHdr::default();
-    let mut sched: shaper::sched::Scheduler<usize> = shaper::sched::Scheduler::new(&shaping, 0);
+    let mut sched = m.scheduler();
     let mut best = 0.0f64;
     let mut now = 0u64;
     for _ in 0..5 {
         let t0 = Instant::now();
         let mut done = 0u64;
         while t0.elapsed() < Duration::from_millis(200) {
-            for (i, f) in frames.iter().enumerate() {
-                let (v, flow) = classifier.classify_flow(&vnet, std::hint::black_box(f));
-                if let Verdict::Tenant { tenant, cost } = v {
-                    let _ = sched.enqueue(tenant, i, cost, flow, now);
-                }
-            }
             now += 1_000_000;
-            while let Some(x) = sched.dequeue(now) {
-                std::hint::black_box(x);
-                done += 1;
-            }
+            done += m.round(&mut sched, now);
         }
         best = best.max(done as f64 / t0.elapsed().as_secs_f64() / 1e6);
     }

@@ -134,10 +134,7 @@ pub fn install(config: &Config, shaper: &ShaperConfig) -> Result<(), RedirectErr
 /// route are made first if the running config had no source tenant to need them.
 pub fn replace(old: &Config, new: &Config, shaper: &ShaperConfig) -> Result<(), RedirectError> {
     let table = nft::table_name(&shaper.tap);
-    let family = match shaper.redirect {
-        RedirectMode::Netdev => NfFamily::NetDev,
-        RedirectMode::Route => NfFamily::IP,
-    };
+    let family = nft::family(shaper.redirect);
     let mut objects = Vec::new();
     if has_source_tenants(new) {
         if shaper.redirect == RedirectMode::Route && !has_source_tenants(old) {
@@ -169,10 +166,7 @@ pub fn replace(old: &Config, new: &Config, shaper: &ShaperConfig) -> Result<(), 
 /// Removes the redirect (nft first, so nothing is steered to a path being torn down).
 pub fn remove(shaper: &ShaperConfig) -> Result<(), RedirectError> {
     let table = nft::table_name(&shaper.tap);
-    let family = match shaper.redirect {
-        RedirectMode::Netdev => NfFamily::NetDev,
-        RedirectMode::Route => NfFamily::IP,
-    };
+    let family = nft::family(shaper.redirect);
     nft::apply(&nft::removal(
         &names::shaper_gateway_nft_table(&shaper.tap),
         NfFamily::NetDev,

@@ -44,6 +44,14 @@ pub struct Selection {
 
 pub use tollgate::names::shaper_nft_table as table_name;
 
+/// The family of the source tenants' table in redirect mode `mode`.
+pub fn family(mode: RedirectMode) -> NfFamily {
+    match mode {
+        RedirectMode::Netdev => NfFamily::NetDev,
+        RedirectMode::Route => NfFamily::IP,
+    }
+}
+
 impl Selection {
     pub fn from_config(config: &Config, mode: RedirectMode, tap: &str) -> Selection {
         let mut devices = BTreeSet::new();
@@ -69,10 +77,7 @@ impl Selection {
         }
         Selection {
             table: table_name(tap),
-            family: match mode {
-                RedirectMode::Netdev => NfFamily::NetDev,
-                RedirectMode::Route => NfFamily::IP,
-            },
+            family: family(mode),
             devices: devices.into_iter().collect(),
             hosts,
             ports,
