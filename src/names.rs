@@ -59,6 +59,19 @@ pub fn gateway_macvlan_mac(id: u32) -> [u8; 6] {
     [0x02, 0x67, b[0], b[1], b[2], b[3]]
 }
 
+/// The gateway's macvlan for tenant `id` on the public device, in the tenant's VRF (VRF
+/// isolation, tenants with EIPs): packets to the tenant's EIPs are stamped with its MAC on the
+/// public device's ingress, so they enter the tenant's VRF with no policy rule.
+pub fn public_macvlan(id: u32) -> String {
+    format!("tgp{id}")
+}
+
+/// The MAC of [`public_macvlan`]`(id)`: locally administered, the id in the last four bytes.
+pub fn public_macvlan_mac(id: u32) -> [u8; 6] {
+    let b = id.to_be_bytes();
+    [0x02, 0x70, b[0], b[1], b[2], b[3]]
+}
+
 /// The shaper's macvlan for gateway tenant `id`: on the TAP, enslaved to the tenant's VRF, so a
 /// frame the shaper writes back with this device's MAC is delivered inside the tenant's VRF.
 pub fn shaper_macvlan(id: u32) -> String {
@@ -136,6 +149,9 @@ mod tests {
         assert!(tunnel(u32::MAX).len() <= 15);
         assert!(shaper_macvlan(u32::MAX).len() <= 15);
         assert!(gateway_macvlan(u32::MAX).len() <= 15);
+        assert!(public_macvlan(u32::MAX).len() <= 15);
+        assert_ne!(gateway_macvlan_mac(7), public_macvlan_mac(7));
+        assert_ne!(public_macvlan_mac(7), shaper_macvlan_mac(7));
         assert_ne!(gateway_macvlan_mac(7), shaper_macvlan_mac(7));
     }
 

@@ -307,6 +307,38 @@ fn refuses_what_the_kernel_lacks() {
     assert_eq!(before, lab.gw.snapshot().expect("snapshot"));
 }
 
+/// With VRF isolation a strict reverse-path filter (`all.rp_filter = 1`) would drop tenant
+/// traffic entering VRFs through tollgate's macvlans: plan and apply refuse it by name.
+#[test]
+fn refuses_a_strict_reverse_path_filter_with_vrfs() {
+    let Some(_serial) = lab("refuses_a_strict_reverse_path_filter_with_vrfs") else {
+        return;
+    };
+    let lab = GatewayLab::new("gv", "vxlan").expect("lab");
+    lab.gw
+        .exec("sysctl", &["-qw", "net.ipv4.conf.all.rp_filter=1"])
+        .expect("sysctl");
+    let before = lab.gw.snapshot().expect("snapshot");
+    let cfg = lab.dir.path().join("t.toml");
+    let state = lab.dir.path().join("state");
+    std::fs::write(
+        &cfg,
+        variant_config("vxlan", "per-tenant", "vrf", "off", &state),
+    )
+    .expect("config");
+    let c = cfg.to_str().expect("path");
+    for cmd in ["plan", "apply"] {
+        let out = tollgate(&lab.gw, &[cmd, "-c", c]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {err}");
+        assert!(
+            err.contains("net.ipv4.conf.all.rp_filter = 1") && err.contains("nothing was changed"),
+            "{cmd}: {err}"
+        );
+    }
+    assert_eq!(before, lab.gw.snapshot().expect("snapshot"));
+}
+
 /// Proves flow offload: a TCP flow through the EIP stays established while data flows, and the
 /// kernel marks it [OFFLOAD] in conntrack (or the flowtable's counters move).
 fn offload_is_active(lab: &GatewayLab, c: &str) {
@@ -385,6 +417,160 @@ fn vm_reference_design() {
     assert!(
         text.contains("VM variant gretap/external/vrf/offload=on"),
         "the inner test skipped a variant"
+    );
+}
+
+/// The control plane at 10,000 tenants (vxlan, external tunnel mode, table isolation: what
+/// this kernel has): apply, then a no-op apply and `show`, timed and reported; the bounds
+/// only catch a return to the old behaviour (seconds per tenant scan, a minute for `show`).
+/// The figures that count come from bench/gateway_scale.sh.
+#[test]
+fn control_plane_at_10000_tenants() {
+    let Some(_serial) = lab("control_plane_at_10000_tenants") else {
+        return;
+    };
+    let lab = GatewayLab::new("gs", "vxlan").expect("lab");
+    let before = lab.gw.snapshot().expect("snapshot");
+    let state = lab.dir.path().join("state");
+    let cfg = lab.dir.path().join("t.toml");
+    let c = cfg.to_str().expect("path");
+    let two = variant_config("vxlan", "external", "table", "off", &state);
+    std::fs::write(&cfg, lab::with_filler_tenants(&two, 9998)).expect("config");
+    let timed = |args: &[&str]| {
+        let t = std::time::Instant::now();
+        let text = ok(&tollgate(&lab.gw, args));
+        (t.elapsed().as_secs_f64(), text)
+    };
+    let (apply_s, _) = timed(&["apply", "-c", c]);
+    let (noop_s, noop) = timed(&["apply", "-c", c]);
+    assert!(noop.contains("no changes"), "{noop:.500}");
+    let (show_s, show) = timed(&["show", "--json", "-c", c]);
+    let report: serde_json::Value = serde_json::from_str(&show).expect("show --json");
+    assert_eq!(report["tenants"].as_array().map(Vec::len), Some(10_000));
+    let (destroy_s, _) = timed(&["destroy", "-c", c]);
+    eprintln!(
+        "10,000 tenants: apply {apply_s:.1} s, no-op apply {noop_s:.2} s, show {show_s:.2} s, destroy {destroy_s:.1} s"
+    );
+    assert!(
+        noop_s < 20.0 && show_s < 20.0,
+        "no-op apply {noop_s:.1} s, show {show_s:.1} s"
+    );
+    assert_eq!(before, lab.gw.snapshot().expect("snapshot"));
+}
+
+/// The policy rules of the gateway namespace, one line each.
+fn rules(lab: &GatewayLab) -> Vec<String> {
+    lab.gw
+        .ip(&["rule", "show"])
+        .expect("ip rule")
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Tenants configured besides the lab's two in the VM's scale test.
+const VM_FILLERS: u32 = 1998;
+
+/// Inside the VM: with VRF isolation the policy rules do not grow with tenants. Per tunnel
+/// mode, 2 tenants are applied and the rules counted, then 2,000 (the lab's two last): the
+/// rules must be the same and the last tenants pass the connectivity matrix.
+#[test]
+fn vm_inner_rules_do_not_grow_with_tenants() {
+    if std::env::var_os("TOLLGATE_IN_VM").is_none() {
+        return; // run by vm_rules_do_not_grow_with_tenants through tests/vm/run.sh
+    }
+    let Some(_serial) = lab("vm_inner_rules_do_not_grow_with_tenants") else {
+        panic!("the VM lacks root, ip, nft or iperf3");
+    };
+    for mode in ["per-tenant", "external"] {
+        let tag = if mode == "external" { "se" } else { "sp" };
+        let lab = GatewayLab::new(tag, "gretap").expect("lab");
+        let state = lab.dir.path().join("state");
+        // per-tenant mode needs a flowtable device per tenant, more than a flowtable holds:
+        // "auto" goes without offload and says so
+        let offload = if mode == "external" { "on" } else { "auto" };
+        let two = variant_config("gretap", mode, "vrf", offload, &state);
+        let cfg = lab.dir.path().join("t.toml");
+        let c = cfg.to_str().expect("utf-8 path");
+        std::fs::write(&cfg, &two).expect("config");
+        ok(&tollgate(&lab.gw, &["apply", "-c", c]));
+        let with_two = rules(&lab);
+        std::fs::write(&cfg, lab::with_filler_tenants(&two, VM_FILLERS)).expect("config");
+        let t = std::time::Instant::now();
+        let applied = ok(&tollgate(&lab.gw, &["apply", "-c", c]));
+        let apply_s = t.elapsed().as_secs_f64();
+        if offload == "auto" {
+            assert!(
+                applied.contains("a flowtable holds at most 256 devices"),
+                "{mode}: no warning about the flowtable's devices"
+            );
+        }
+        let with_many = rules(&lab);
+        let links = lab
+            .gw
+            .ip(&["-br", "link", "show"])
+            .expect("links")
+            .lines()
+            .count();
+        eprintln!(
+            "== VM scale gretap/{mode}/vrf: {} tenants, {links} links, apply {apply_s:.1} s, {} policy rules (2 tenants: {})",
+            VM_FILLERS + 2,
+            with_many.len(),
+            with_two.len()
+        );
+        assert_eq!(
+            with_two, with_many,
+            "{mode}: the policy rules changed with the number of tenants"
+        );
+        assert!(links > 3 * VM_FILLERS as usize, "{mode}: {links} links");
+        let v = format!("gretap/{mode}/vrf with {} tenants", VM_FILLERS + 2);
+        // Under emulation, a tenant's first ARP request is copied to each of the 2,000
+        // macvlans on the external device before the gateway's answer counts: let each tenant
+        // resolve its gateway before the matrix's 2-second connects.
+        for t in [&lab.t1, &lab.t2] {
+            assert!(
+                lab::wait_until(std::time::Duration::from_secs(60), || t
+                    .exec("ping", &["-c", "1", "-W", "2", "10.0.0.1"])
+                    .is_ok()),
+                "{v}: {} never reached its gateway address",
+                t.name()
+            );
+        }
+        // likewise the path through each EIP (the client's ARP is copied to the 2,000 macvlans
+        // on the public device)
+        for eip in ["203.0.113.11", "203.0.113.12"] {
+            assert!(
+                lab::wait_until(std::time::Duration::from_secs(60), || lab
+                    .cl
+                    .exec("ping", &["-c", "1", "-W", "2", eip])
+                    .is_ok()),
+                "{v}: {eip} never answered"
+            );
+        }
+        let servers = connectivity_matrix(&lab, &v);
+        drop(servers);
+        // destroy at this size is shown by the host test at 10,000 tenants; under emulation
+        // it takes minutes, and the VM is thrown away
+    }
+}
+
+/// Boots the VM with 2 GB (the kernel holds three devices per tenant) and runs
+/// `vm_inner_rules_do_not_grow_with_tenants` inside it.
+#[test]
+fn vm_rules_do_not_grow_with_tenants() {
+    let Some(_serial) = lab("vm_rules_do_not_grow_with_tenants") else {
+        return;
+    };
+    let Some(text) = run_inner_in_vm_with(
+        "vm_rules_do_not_grow_with_tenants",
+        "vm_inner_rules_do_not_grow_with_tenants",
+        Some("2G"),
+    ) else {
+        return;
+    };
+    assert!(
+        text.contains("VM scale gretap/external/vrf"),
+        "the inner test skipped a mode"
     );
 }
 

@@ -216,6 +216,11 @@ pub fn connectivity_matrix(lab: &crate::GatewayLab, v: &str) -> Vec<crate::Serve
 /// what it printed. None (after printing why `test` is skipped) when the VM tooling is not
 /// installed (`tests/vm/setup.sh`, which `scripts/test.sh` runs).
 pub fn run_inner_in_vm(test: &str, inner: &str) -> Option<String> {
+    run_inner_in_vm_with(test, inner, None)
+}
+
+/// [`run_inner_in_vm`] with the VM's memory (e.g. "2G") instead of tests/vm/run.sh's default.
+pub fn run_inner_in_vm_with(test: &str, inner: &str, memory: Option<&str>) -> Option<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let vng = Path::new("/opt/tollgate-vng/bin/vng");
     let kernel = std::fs::read_dir("/lib/modules")
@@ -234,7 +239,11 @@ pub fn run_inner_in_vm(test: &str, inner: &str) -> Option<String> {
         return None;
     }
     let exe = std::env::current_exe().expect("test binary");
-    let out = std::process::Command::new("bash")
+    let mut cmd = std::process::Command::new("bash");
+    if let Some(m) = memory {
+        cmd.env("VM_MEM", m);
+    }
+    let out = cmd
         .arg(root.join("tests/vm/run.sh"))
         .arg("env")
         .arg("TOLLGATE_IN_VM=1")

@@ -11,6 +11,7 @@ pub mod bench;
 pub mod demo;
 pub mod harness;
 
+use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -371,6 +372,31 @@ impl UploadLab {
 }
 
 pub use tollgate::config::examples::gateway_variant as gateway_config;
+
+/// `config` (a gateway config) with `n` more tenants before its own, so its tenants are the
+/// last ones: ids 3000.., each with one network, gateway IP and EIP (10.200.x.y) like the
+/// example's, and a tunnel peer on a part of the underlay nothing listens on (nothing is ever
+/// sent to them: they only make the gateway as big as `n` tenants make it).
+pub fn with_filler_tenants(config: &str, n: u32) -> String {
+    let at = config.find("[[tenant]]").unwrap_or(config.len());
+    let mut out = String::with_capacity(config.len() + n as usize * 220);
+    out.push_str(&config[..at]);
+    for i in 0..n {
+        let _ = write!(
+            out,
+            "[[tenant]]\nname = \"filler{i}\"\nid = {}\npeer = \"172.31.{}.{}\"\npeer_mac = \"02:00:ff:{:02x}:{:02x}:07\"\nnetworks = [\"10.0.0.0/24\"]\ngateway_ip = \"10.0.0.1/24\"\neips = {{ \"10.200.{}.{}\" = \"10.0.0.7\" }}\n\n",
+            3000 + i,
+            8 + i / 250,
+            i % 250 + 1,
+            (i >> 8) & 0xff,
+            i & 0xff,
+            i / 250,
+            i % 250 + 1,
+        );
+    }
+    out.push_str(&config[at..]);
+    out
+}
 
 /// [`gateway_config`] with both tenants' uploads shaped (user1 20 Mbit/s as in the example,
 /// user2 50 Mbit/s) and a `[shaper]` section holding only the TAP and its `state_dir`.

@@ -6,10 +6,10 @@
 use super::plan::{Change, Extra};
 use super::{GatewayError, Prepared, desired, gateway, nft, observe, plan, read_sysctls};
 use crate::config::{Config, GatewayConfig};
-use crate::kernel::model;
+use crate::kernel::model::{self, Link, LinkKind};
 use crate::kernel::netlink::{Netlink, RouteAdd};
 use crate::kernel::state::{self, Lock};
-use crate::kernel::sysctl::Journal;
+use crate::kernel::sysctl::{self, Journal};
 use crate::names::RUN_DIR;
 use std::path::{Path, PathBuf};
 
@@ -54,14 +54,30 @@ fn load_state(path: &std::path::Path) -> Result<State, GatewayError> {
     Ok(state::load(path)?.unwrap_or_default())
 }
 
+/// A VRF-entry macvlan's own settings (they vanish with it), before it comes up: no reverse
+/// path filter (packets arrive there whose route back leaves by another device: the tunnel,
+/// or the public device), and no IPv6 (no addresses, router solicitations or DAD from
+/// thousands of devices onto the public link).
+fn link_settings(link: &Link, name: &str) -> std::io::Result<()> {
+    if !matches!(link.kind, LinkKind::Macvlan { .. }) {
+        return Ok(());
+    }
+    sysctl::write(&sysctl::conf_key("ipv4", name, "rp_filter"), "0")?;
+    let v6 = sysctl::conf_key("ipv6", name, "disable_ipv6");
+    if sysctl::exists(&v6) {
+        sysctl::write(&v6, "1")?;
+    }
+    Ok(())
+}
+
 fn execute(nl: &Netlink, d: &desired::Desired, c: &Change) -> Result<(), GatewayError> {
     match c {
         // held and released through the journal (apply, destroy), not one by one
         Change::Sysctl { .. } | Change::RestoreSysctl { .. } => {}
-        Change::CreateLink { link } => nl.link_create(link)?,
+        Change::CreateLink { link } => nl.link_create_then(link, |n| link_settings(link, n))?,
         Change::RecreateLink { link, .. } => {
             nl.link_delete(&link.name)?;
-            nl.link_create(link)?;
+            nl.link_create_then(link, |n| link_settings(link, n))?;
         }
         Change::SetMaster { link, master } => nl.link_set_master(link, master.as_deref())?,
         Change::SetUp { link } => nl.link_set_up(link)?,

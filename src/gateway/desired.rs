@@ -2,17 +2,27 @@
 //! kernel is the public device's own subnets (so tenants can reach them), passed in.
 //!
 //! Per tenant (id = tunnel key = routing table = packet mark; zone = id mod 65536):
-//! - isolation "vrf": VRF `tgv<id>` with table id; "table": the table alone, chosen by rules.
 //! - tunnel_mode "per-tenant": keyed device `tgt<id>` (remote = peer) holding `gateway_ip`,
 //!   enslaved to the VRF; routes `network dev tgt<id>`.
 //! - tunnel_mode "external": one collect_md device `tgtun` for everyone, holding each gateway
 //!   IP as /32; routes `network via 169.254.Z onlink encap ip id <id> dst <peer> key dev tgtun`
 //!   with one permanent neighbour 169.254.Z -> peer_mac per tenant (a shared L2 device cannot
-//!   ARP overlapping tenant addresses). Received packets are told apart by their outer source:
-//!   nft marks the underlay packet, the mark survives decapsulation; a rule checks the key too.
-//! - every tenant: `fwmark <id> lookup <id>` (EIP traffic, and replies the gateway itself
-//!   sends, via fwmark_reflect), the public device's subnets and optional default route in the
-//!   tenant table, DNAT/SNAT of its EIPs, a conntrack zone, its firewall chains.
+//!   ARP overlapping tenant addresses). Received packets are told apart by their outer header:
+//!   nft marks the underlay packet by (peer, tunnel key) in one map lookup; the mark survives
+//!   decapsulation. Anything unmarked that arrives on `tgtun` hits `iif tgtun prohibit`.
+//! - the public device's subnets and optional default route in the tenant's table, DNAT/SNAT
+//!   of its EIPs, a conntrack zone, its firewall chains.
+//!
+//! How a packet enters its tenant's routing table:
+//! - isolation "vrf" (VRF `tgv<id>`, table id): by arriving on a device enslaved to the VRF,
+//!   so the kernel's single l3mdev rule picks the table; no policy rule per tenant. The keyed
+//!   tunnel device is enslaved; on the shared external device and on the public device a netdev
+//!   ingress chain (table `netdev tollgate_gw`) rewrites the destination MAC to the tenant's
+//!   macvlan (`tge<id>` on `tgtun`, by mark; `tgp<id>` on the public device, by EIP), one map
+//!   lookup per packet, and the macvlan receives it inside the VRF.
+//! - isolation "table": one `fwmark <id> lookup <id>` rule per tenant (EIP traffic, external
+//!   tunnel traffic, and replies the gateway itself sends, via fwmark_reflect): a list every
+//!   packet walks, which is why VRF is the default.
 
 use crate::config::{
     Config, FwMatch, GatewayConfig, Ipv4Net, Isolation, TenantGateway, Tunnel, TunnelMode,
@@ -160,26 +170,44 @@ pub fn build(config: &Config, public_subnets: &[Ipv4Net], offload: bool) -> Desi
                         proto: RTPROT_GATEWAY,
                     });
                 }
+            }
+        }
+        match &vrf {
+            // the tenant's devices are enslaved to its VRF: the l3mdev rule finds the table
+            Some(v) => {
+                if !g.eips.is_empty() {
+                    d.links.push(Link {
+                        name: names::public_macvlan(g.id),
+                        kind: LinkKind::Macvlan {
+                            lower: gw.public.clone(),
+                            mac: names::public_macvlan_mac(g.id),
+                        },
+                        master: Some(v.clone()),
+                    });
+                }
+                if gw.tunnel_mode == TunnelMode::External {
+                    d.links.push(Link {
+                        name: names::gateway_macvlan(g.id),
+                        kind: LinkKind::Macvlan {
+                            lower: EXTERNAL_DEV.into(),
+                            mac: names::gateway_macvlan_mac(g.id),
+                        },
+                        master: Some(v.clone()),
+                    });
+                }
+            }
+            None => {
                 d.rules.insert(Rule {
                     priority: p,
-                    iif: Some(EXTERNAL_DEV.into()),
+                    iif: None,
                     fwmark: Some(g.id),
-                    tun_id: Some(g.id),
+                    tun_id: None,
                     l3mdev: false,
                     action: RuleAction::Lookup(g.id),
                     proto: RTPROT_GATEWAY,
                 });
             }
         }
-        d.rules.insert(Rule {
-            priority: p + 2,
-            iif: None,
-            fwmark: Some(g.id),
-            tun_id: None,
-            l3mdev: false,
-            action: RuleAction::Lookup(g.id),
-            proto: RTPROT_GATEWAY,
-        });
         for s in public_subnets {
             d.routes.insert(Route {
                 table: g.id,
@@ -217,18 +245,6 @@ pub fn build(config: &Config, public_subnets: &[Ipv4Net], offload: bool) -> Desi
             key: k.into(),
             value: v.into(),
         });
-    }
-    if stamps_external(gw) {
-        for (_, g) in &tenants {
-            d.links.push(Link {
-                name: names::gateway_macvlan(g.id),
-                kind: LinkKind::Macvlan {
-                    lower: EXTERNAL_DEV.into(),
-                    mac: names::gateway_macvlan_mac(g.id),
-                },
-                master: Some(names::vrf(g.id)),
-            });
-        }
     }
     d.ruleset = ruleset(gw, &tenants, offload);
     d.ruleset_digest = digest(&d.ruleset);
@@ -277,6 +293,61 @@ fn fw_expr(m: &FwMatch) -> String {
     }
 }
 
+/// One counted rule of a tenant's firewall.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FwRule {
+    pub chain: String,
+    /// The match in nft's language; empty for a chain's final rule.
+    pub matches: String,
+    pub verdict: &'static str,
+}
+
+impl FwRule {
+    /// The rule as the ruleset writes it.
+    pub fn nft(&self) -> String {
+        if self.matches.is_empty() {
+            format!("counter {}", self.verdict)
+        } else {
+            format!("{} counter {}", self.matches, self.verdict)
+        }
+    }
+
+    /// The rule as `show` reports it: `tcp dport 22 accept`, or the chain's final verdict.
+    pub fn summary(&self) -> String {
+        if self.matches.is_empty() {
+            format!("otherwise {}", self.verdict)
+        } else {
+            format!("{} {}", self.matches, self.verdict)
+        }
+    }
+}
+
+/// A tenant's counted firewall rules in chain order. The ruleset writes them; `show` pairs them
+/// with the kernel's counters of each chain, which come in the same order.
+pub fn firewall_rules(g: &TenantGateway) -> Vec<FwRule> {
+    let (ic, oc) = (names::chain_in(g.id), names::chain_out(g.id));
+    let rule = |chain: &String, matches: String, verdict| FwRule {
+        chain: chain.clone(),
+        matches,
+        verdict,
+    };
+    let mut out = Vec::new();
+    for m in &g.allow_in {
+        out.push(rule(&ic, fw_expr(m), "accept"));
+    }
+    out.push(rule(&ic, String::new(), "drop"));
+    for m in &g.deny_out {
+        let verdict = match m {
+            FwMatch::Tcp { .. } => "reject with tcp reset",
+            FwMatch::Udp { .. } => "reject",
+            FwMatch::Icmp => "drop",
+        };
+        out.push(rule(&oc, fw_expr(m), verdict));
+    }
+    out.push(rule(&oc, String::new(), "accept"));
+    out
+}
+
 fn map<T: std::fmt::Display, U: std::fmt::Display>(
     pairs: impl IntoIterator<Item = (T, U)>,
 ) -> String {
@@ -287,12 +358,36 @@ fn map<T: std::fmt::Display, U: std::fmt::Display>(
     format!("{{ {} }}", items.join(", "))
 }
 
-/// External tunnel mode with VRFs: the shared external device belongs to no VRF, so a tenant's
-/// traffic to the gateway itself is stamped with the MAC of the tenant's macvlan on that device
-/// (in the tenant's VRF), by the peer's mark, and so delivered inside the tenant's VRF: a
-/// service bound to the VRF sees it, as in per-tenant mode.
+/// VRF isolation: tenants enter their VRF through macvlans, stamped on the ingress of the
+/// devices that belong to no VRF (the external tunnel device, the public device).
+pub fn stamps(gw: &GatewayConfig) -> bool {
+    gw.isolation == Isolation::Vrf
+}
+
+/// External tunnel mode with VRFs: the shared external device belongs to no VRF, so every IPv4
+/// packet a tenant sends is stamped with the MAC of the tenant's macvlan on that device (in the
+/// tenant's VRF), by the mark its outer header earned, and so routed (or delivered to a local
+/// service) inside the tenant's VRF, as in per-tenant mode.
 pub fn stamps_external(gw: &GatewayConfig) -> bool {
-    gw.tunnel_mode == TunnelMode::External && gw.isolation == Isolation::Vrf
+    gw.tunnel_mode == TunnelMode::External && stamps(gw)
+}
+
+/// The underlay match and key field that mark a tunnel packet by (outer source, tunnel key),
+/// and a tenant's key as that field holds it: VXLAN's VNI is the top 24 bits of the header's
+/// second word (the low 8 are reserved, zero); GRE with only the key flag (as gretap sends
+/// with `key`) carries the key in its second word.
+fn underlay_key(gw: &GatewayConfig) -> (String, &'static str, fn(u32) -> u64) {
+    match gw.tunnel {
+        Tunnel::Vxlan => (format!("udp dport {}", gw.vxlan_port), "@th,96,32", |id| {
+            u64::from(id) << 8
+        }),
+        Tunnel::Gretap => (
+            // flags: key only, version 0; protocol: transparent Ethernet bridging
+            "ip protocol gre @th,0,32 0x20006558".to_string(),
+            "@th,32,32",
+            u64::from,
+        ),
+    }
 }
 
 fn ruleset(
@@ -302,6 +397,7 @@ fn ruleset(
 ) -> String {
     let mut s = String::new();
     let public = &gw.public;
+    let vrf = stamps(gw);
     let eips: Vec<(Ipv4Addr, &TenantGateway, Ipv4Addr)> = tenants
         .iter()
         .flat_map(|(_, g)| g.eips.iter().map(move |(p, q)| (*p, *g, *q)))
@@ -320,6 +416,24 @@ fn ruleset(
             devs.join(", ")
         );
     }
+    let external = gw.tunnel_mode == TunnelMode::External && !tenants.is_empty();
+    if external {
+        // (outer source, tunnel key) -> tenant: a peer can speak only for its own tenants
+        let (_, field, key) = underlay_key(gw);
+        let elems: BTreeSet<(Ipv4Addr, u64, u32)> = tenants
+            .iter()
+            .map(|(_, g)| (g.peer, key(g.id), g.id))
+            .collect();
+        let elems: Vec<String> = elems
+            .iter()
+            .map(|(p, k, id)| format!("{p} . {k:#x} : {id}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "\tmap peers {{\n\t\ttypeof ip saddr . {field} : meta mark\n\t\telements = {{ {} }}\n\t}}",
+            elems.join(", ")
+        );
+    }
     // --- prerouting, raw: zones and marks, on every packet (not just NEW)
     let _ = writeln!(
         s,
@@ -329,7 +443,7 @@ fn ruleset(
         s,
         "\t\tmeta iifkind \"vrf\" accept comment \"tollgate @DIGEST@\""
     );
-    if !eips.is_empty() {
+    if !eips.is_empty() && !vrf {
         let _ = writeln!(
             s,
             "\t\tiifname \"{public}\" ct zone set ip daddr map {}",
@@ -360,51 +474,63 @@ fn ruleset(
                 );
             }
             TunnelMode::External => {
-                // the underlay packet is marked by its peer; the mark survives decapsulation
-                let peers: BTreeSet<(Ipv4Addr, u32)> =
-                    tenants.iter().map(|(_, g)| (g.peer, g.id)).collect();
-                let mut seen = BTreeSet::new();
-                let unique: Vec<_> = peers.into_iter().filter(|(p, _)| seen.insert(*p)).collect();
+                // the underlay packet is marked by its peer and key; the mark survives
+                // decapsulation
+                let (matcher, field, _) = underlay_key(gw);
                 let _ = writeln!(
                     s,
-                    "\t\tiifname \"{}\" meta mark set ip saddr map {}",
+                    "\t\tiifname \"{}\" {matcher} meta mark set ip saddr . {field} map @peers",
                     gw.underlay,
-                    map(unique)
                 );
-                let _ = writeln!(
-                    s,
-                    "\t\tiifname \"{EXTERNAL_DEV}\" ct zone set meta mark map {}",
-                    map(tenants.iter().map(|(_, g)| (g.id, g.zone())))
-                );
+                if !vrf {
+                    let _ = writeln!(
+                        s,
+                        "\t\tiifname \"{EXTERNAL_DEV}\" ct zone set meta mark map {}",
+                        map(tenants.iter().map(|(_, g)| (g.id, g.zone())))
+                    );
+                }
             }
         }
     }
-    // Gateway tenants shaped by tollgate-shaper come back from its TAP on their own macvlan
-    // (in their VRF): the same zone and mark as their tunnel, so conntrack keeps overlapping
-    // tenants apart and replies route back into the tenant's table.
-    // Likewise the gateway's own macvlans of the external device (see `stamps_external`).
-    let mut shaped: Vec<_> = tenants
+    // Devices that tenants' packets arrive on in their VRFs besides their tunnel device: the
+    // shaper's macvlans on its TAP (gateway tenants it shapes) and, with VRF isolation, the
+    // gateway's macvlans on the external and public devices. Same zone and mark as the tunnel,
+    // so conntrack keeps overlapping tenants apart.
+    let mut entries: Vec<_> = tenants
         .iter()
         .filter(|(t, _)| t.shaping.is_some())
         .map(|(_, g)| (format!("\"{}\"", names::shaper_macvlan(g.id)), *g))
         .collect();
     if stamps_external(gw) {
-        shaped.extend(
+        entries.extend(
             tenants
                 .iter()
                 .map(|(_, g)| (format!("\"{}\"", names::gateway_macvlan(g.id)), *g)),
         );
     }
-    if !shaped.is_empty() {
+    let public_entries: Vec<String> = tenants
+        .iter()
+        .filter(|(_, g)| vrf && !g.eips.is_empty())
+        .map(|(_, g)| format!("\"{}\"", names::public_macvlan(g.id)))
+        .collect();
+    if vrf {
+        entries.extend(
+            tenants
+                .iter()
+                .filter(|(_, g)| !g.eips.is_empty())
+                .map(|(_, g)| (format!("\"{}\"", names::public_macvlan(g.id)), *g)),
+        );
+    }
+    if !entries.is_empty() {
         let _ = writeln!(
             s,
             "\t\tct zone set iifname map {}",
-            map(shaped.iter().map(|(d, g)| (d.clone(), g.zone())))
+            map(entries.iter().map(|(d, g)| (d.clone(), g.zone())))
         );
         let _ = writeln!(
             s,
             "\t\tmeta mark set iifname map {}",
-            map(shaped.iter().map(|(d, g)| (d.clone(), g.id)))
+            map(entries.iter().map(|(d, g)| (d.clone(), g.id)))
         );
     }
     let _ = writeln!(s, "\t}}");
@@ -414,9 +540,14 @@ fn ruleset(
         "\tchain pre_nat {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n\t\tmeta iifkind \"vrf\" accept"
     );
     if !eips.is_empty() {
+        let from = if vrf {
+            format!("{{ {} }}", public_entries.join(", "))
+        } else {
+            format!("\"{public}\"")
+        };
         let _ = writeln!(
             s,
-            "\t\tiifname \"{public}\" dnat ip to ip daddr map {}",
+            "\t\tiifname {from} dnat ip to ip daddr map {}",
             map(eips.iter().map(|(p, _, q)| (p, q)))
         );
     }
@@ -477,36 +608,55 @@ fn ruleset(
             "\tchain {tc} {{\n\t\tct state established,related accept\n\t\tct state invalid counter drop\n\t\toifname \"{public}\" goto {oc}\n\t\tgoto {ic}\n\t}}"
         );
         let _ = writeln!(s, "\tchain {ic} {{");
-        for m in &g.allow_in {
-            let _ = writeln!(s, "\t\t{} counter accept", fw_expr(m));
+        let rules = firewall_rules(g);
+        for r in rules.iter().filter(|r| r.chain == ic) {
+            let _ = writeln!(s, "\t\t{}", r.nft());
         }
-        let _ = writeln!(s, "\t\tcounter drop\n\t}}");
-        let _ = writeln!(s, "\tchain {oc} {{");
-        for m in &g.deny_out {
-            let verdict = match m {
-                FwMatch::Tcp { .. } => "reject with tcp reset",
-                FwMatch::Udp { .. } => "reject",
-                FwMatch::Icmp => "drop",
-            };
-            let _ = writeln!(s, "\t\t{} counter {verdict}", fw_expr(m));
+        let _ = writeln!(s, "\t}}\n\tchain {oc} {{");
+        for r in rules.iter().filter(|r| r.chain == oc) {
+            let _ = writeln!(s, "\t\t{}", r.nft());
         }
-        let _ = writeln!(s, "\t\tcounter accept\n\t}}");
+        let _ = writeln!(s, "\t}}");
     }
     let _ = writeln!(s, "}}");
-    if stamps_external(gw) && !tenants.is_empty() {
-        let _ = writeln!(
-            s,
-            "table netdev {NFT_TABLE} {{\n\tchain stamp {{\n\t\ttype filter hook ingress device \"{EXTERNAL_DEV}\" priority -10; policy accept;"
-        );
-        let _ = writeln!(
-            s,
-            "\t\tmeta protocol ip fib daddr type local ether daddr set meta mark map {}",
-            map(tenants.iter().map(|(_, g)| (
-                g.id,
-                crate::kernel::model::mac_str(&names::gateway_macvlan_mac(g.id))
-            )))
-        );
-        let _ = writeln!(s, "\t}}\n}}");
+    // --- VRF entry: the destination MAC of the tenant's macvlan, on the ingress of the devices
+    // that belong to no VRF; runs before the flowtable (priority filter), which short-cuts
+    // established flows on the same devices
+    let stamp_tunnel = stamps_external(gw) && !tenants.is_empty();
+    let stamp_public = !public_entries.is_empty();
+    if stamp_tunnel || stamp_public {
+        let _ = writeln!(s, "table netdev {NFT_TABLE} {{");
+        if stamp_tunnel {
+            let _ = writeln!(
+                s,
+                "\tchain stamp {{\n\t\ttype filter hook ingress device \"{EXTERNAL_DEV}\" priority -10; policy accept;"
+            );
+            let _ = writeln!(
+                s,
+                "\t\tmeta protocol ip ether daddr set meta mark map {}",
+                map(tenants.iter().map(|(_, g)| (
+                    g.id,
+                    crate::kernel::model::mac_str(&names::gateway_macvlan_mac(g.id))
+                )))
+            );
+            let _ = writeln!(s, "\t}}");
+        }
+        if stamp_public {
+            let _ = writeln!(
+                s,
+                "\tchain stamp_public {{\n\t\ttype filter hook ingress device \"{public}\" priority -10; policy accept;"
+            );
+            let _ = writeln!(
+                s,
+                "\t\tmeta pkttype host meta protocol ip ether daddr set ip daddr map {}",
+                map(eips.iter().map(|(p, g, _)| (
+                    p,
+                    crate::kernel::model::mac_str(&names::public_macvlan_mac(g.id))
+                )))
+            );
+            let _ = writeln!(s, "\t}}");
+        }
+        let _ = writeln!(s, "}}");
     }
     s
 }

@@ -37,6 +37,8 @@ pub enum GatewayError {
     Missing(Vec<String>),
     #[error("{0}")]
     Probe(String),
+    #[error("{0}; nothing was changed")]
+    Refused(String),
     #[error(
         "device {0:?} exists but is not tollgate's (no `tollgate:` alias): rename or remove it; nothing was changed"
     )]
@@ -69,6 +71,9 @@ pub enum GatewayError {
     Destroyed { total: usize, failed: Vec<String> },
 }
 
+/// The kernel's limit on the devices of one flowtable (`NFT_NETDEVICE_MAX`).
+pub const FLOWTABLE_DEVICES_MAX: usize = 256;
+
 /// What apply has to know before it starts.
 #[derive(Debug)]
 pub struct Prepared {
@@ -91,6 +96,7 @@ pub fn needed_features(gw: &GatewayConfig) -> Vec<Feature> {
     let mut f = vec![Feature::NftNatZones];
     if gw.isolation == Isolation::Vrf {
         f.push(Feature::Vrf);
+        f.push(Feature::VrfEntry);
     }
     f.push(match gw.tunnel {
         Tunnel::Gretap => Feature::Gretap,
@@ -98,7 +104,9 @@ pub fn needed_features(gw: &GatewayConfig) -> Vec<Feature> {
     });
     if gw.tunnel_mode == TunnelMode::External {
         f.push(Feature::Lwtunnel);
-        f.push(Feature::TunIdRule);
+    }
+    if gw.tunnel_mode == TunnelMode::External || gw.isolation == Isolation::Table {
+        f.push(Feature::PolicyRules);
     }
     if gw.offload != Offload::Off {
         f.push(Feature::Flowtable);
@@ -121,9 +129,30 @@ fn read_sysctls(d: &desired::Desired) -> Result<Vec<(String, String)>, GatewayEr
         .collect()
 }
 
+/// With VRF isolation, packets enter a tenant's VRF on tollgate's macvlans while their route
+/// back leaves by the tunnel or the public device: a strict reverse-path filter drops them. The
+/// kernel applies max(conf.all, conf.<device>), so tollgate's 0 on its macvlans only holds when
+/// `all` is not 1.
+fn strict_rp_filter() -> Result<(), GatewayError> {
+    let key = "net.ipv4.conf.all.rp_filter";
+    let v = crate::kernel::sysctl::read(key).map_err(|err| GatewayError::Io {
+        what: "reading sysctls".into(),
+        err,
+    })?;
+    if v == "1" {
+        return Err(GatewayError::Refused(format!(
+            "{key} = 1 (strict) would drop tenant traffic entering its VRF through tollgate's macvlans (their route back is another device): set it to 0 or 2 (loose); each interface's own rp_filter still applies"
+        )));
+    }
+    Ok(())
+}
+
 /// Probes the kernel, reads it, and plans. Changes nothing.
 pub fn prepare(config: &Config) -> Result<Prepared, GatewayError> {
     let gw = gateway(config)?;
+    if gw.isolation == Isolation::Vrf {
+        strict_rp_filter()?;
+    }
     let missing = probe::missing(&needed_features(gw)).map_err(GatewayError::Probe)?;
     let mut warnings = Vec::new();
     let mut offload = gw.offload != Offload::Off;
@@ -148,6 +177,26 @@ pub fn prepare(config: &Config) -> Result<Prepared, GatewayError> {
     }
     if !fatal.is_empty() {
         return Err(GatewayError::Missing(fatal));
+    }
+    // a flowtable hooks at most FLOWTABLE_DEVICES_MAX devices: the public one and the tunnels
+    let devices = 1 + match gw.tunnel_mode {
+        TunnelMode::External => 1,
+        TunnelMode::PerTenant => config.gateway_tenants().count(),
+    };
+    if offload && devices > FLOWTABLE_DEVICES_MAX {
+        let why = format!(
+            "a flowtable holds at most {FLOWTABLE_DEVICES_MAX} devices and tunnel_mode = \"per-tenant\" with {} tenants needs {devices} (one tunnel each, and the public device)",
+            devices - 1
+        );
+        if gw.offload == Offload::On {
+            return Err(GatewayError::Refused(format!(
+                "offload = \"on\": {why}; use tunnel_mode = \"external\" (one device for all) or offload = \"off\" or \"auto\""
+            )));
+        }
+        offload = false;
+        warnings.push(format!(
+            "offload = \"auto\": {why}; flows are not offloaded"
+        ));
     }
     let snapshot = Netlink::new()?.snapshot()?;
     let observed = observe::observe(&snapshot);

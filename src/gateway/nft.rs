@@ -32,11 +32,6 @@ pub fn netdev_table_exists() -> Result<bool, NftError> {
         .any(|(f, n)| f == "netdev" && n == TABLE))
 }
 
-/// Our nft table as nft JSON (terse: without set elements), or None if it does not exist.
-pub fn list() -> Result<Option<serde_json::Value>, NftError> {
-    nft::list_table("inet", TABLE)
-}
-
 /// The version marker of the applied ruleset, read from its first chain only: None without
 /// table, Some("") if the table exists without a marker (not made by tollgate, or edited by
 /// hand).
@@ -58,40 +53,4 @@ pub fn digest(listing: &Option<serde_json::Value>) -> Option<String> {
         .filter_map(|o| o["rule"]["comment"].as_str())
         .find_map(|c| c.strip_prefix("tollgate ").map(str::to_string));
     Some(marker.unwrap_or_default())
-}
-
-/// Per chain, its rules' counters: (chain, rule text summary, packets, bytes).
-pub fn counters(listing: &serde_json::Value) -> Vec<(String, String, u64, u64)> {
-    let mut out = Vec::new();
-    for o in listing["nftables"].as_array().into_iter().flatten() {
-        let r = &o["rule"];
-        let Some(chain) = r["chain"].as_str() else {
-            continue;
-        };
-        let Some(expr) = r["expr"].as_array() else {
-            continue;
-        };
-        let mut summary = Vec::new();
-        let (mut packets, mut bytes, mut has_counter) = (0, 0, false);
-        for e in expr {
-            if let Some(c) = e.get("counter") {
-                has_counter = true;
-                packets = c["packets"].as_u64().unwrap_or(0);
-                bytes = c["bytes"].as_u64().unwrap_or(0);
-            } else if let Some(m) = e.get("match") {
-                let right = &m["right"];
-                let field = m["left"]["payload"]["field"]
-                    .as_str()
-                    .or(m["left"]["meta"]["key"].as_str())
-                    .unwrap_or("");
-                summary.push(format!("{field} {}", right.to_string().trim_matches('"')));
-            } else if let Some(k) = e.as_object().and_then(|o| o.keys().next()) {
-                summary.push(k.clone());
-            }
-        }
-        if has_counter {
-            out.push((chain.to_string(), summary.join(" "), packets, bytes));
-        }
-    }
-    out
 }

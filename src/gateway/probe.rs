@@ -20,7 +20,8 @@ pub enum Feature {
     Gretap,
     Vxlan,
     Lwtunnel,
-    TunIdRule,
+    PolicyRules,
+    VrfEntry,
     NftNatZones,
     Flowtable,
 }
@@ -32,7 +33,8 @@ impl Feature {
             Feature::Gretap => "GRE/gretap tunnels",
             Feature::Vxlan => "VXLAN tunnels",
             Feature::Lwtunnel => "lightweight tunnel routes (encap ip)",
-            Feature::TunIdRule => "policy rules on tunnel id (ip rule tun_id)",
+            Feature::PolicyRules => "policy routing rules (ip rule)",
+            Feature::VrfEntry => "macvlan devices and nftables netdev ingress (entry into VRFs)",
             Feature::NftNatZones => "nftables NAT with conntrack zones",
             Feature::Flowtable => "nftables flowtable (flow offload)",
         }
@@ -44,7 +46,8 @@ impl Feature {
             Feature::Gretap => "CONFIG_NET_IPGRE (and CONFIG_NET_IPGRE_DEMUX)",
             Feature::Vxlan => "CONFIG_VXLAN",
             Feature::Lwtunnel => "CONFIG_LWTUNNEL, CONFIG_NET_IP_TUNNEL",
-            Feature::TunIdRule => "CONFIG_IP_MULTIPLE_TABLES",
+            Feature::PolicyRules => "CONFIG_IP_MULTIPLE_TABLES",
+            Feature::VrfEntry => "CONFIG_MACVLAN, CONFIG_NF_TABLES_NETDEV",
             Feature::NftNatZones => "CONFIG_NFT_NAT, CONFIG_NFT_CT, CONFIG_NF_CONNTRACK_ZONES",
             Feature::Flowtable => {
                 "CONFIG_NF_FLOW_TABLE, CONFIG_NF_FLOW_TABLE_INET, CONFIG_NFT_FLOW_OFFLOAD"
@@ -141,10 +144,19 @@ fn try_feature(nl: &Netlink, f: Feature) -> Result<(), String> {
             )
             .map_err(text)
         }
-        Feature::TunIdRule => {
+        Feature::PolicyRules => {
             let mut r = Rule::all(100, RuleAction::Lookup(10), RTPROT_STATIC);
-            r.tun_id = Some(1);
+            r.fwmark = Some(1);
             nl.rule_add(&r).map_err(text)
+        }
+        Feature::VrfEntry => {
+            nl.link_create_veth("p-ve0", "p-ve1").map_err(text)?;
+            nl.link_create_macvlan("p-mv", "p-ve0", [2, 0, 0, 0, 0, 9])
+                .map_err(text)?;
+            load(
+                "table netdev p {\n\
+                 chain s { type filter hook ingress device \"p-ve0\" priority -10; meta protocol ip ether daddr set ip daddr map { 10.0.0.1 : 02:00:00:00:00:09 }\n}\n}\n",
+            )
         }
         Feature::NftNatZones => load(
             "table inet p {\n\

@@ -5,6 +5,7 @@
 //! - [`netlink`]: links, addresses, routes, rules, neighbours (one connection, one builder per
 //!   object, and a pure decoder from messages to [`model`]);
 //! - [`nft`]: rulesets in one atomic transaction, tables listed as JSON;
+//! - [`nft_dump`]: a table's rule counters and flowtables read by netlink (fast at any size);
 //! - [`sysctl`]: values by dotted key, and the journal of changes to restore;
 //! - [`state`]: atomic state files and locks, never following symbolic links;
 //! - [`tap`]: the TAP device with vnet headers and offloads;
@@ -16,6 +17,7 @@ pub mod conntrack;
 pub mod model;
 pub mod netlink;
 pub mod nft;
+pub mod nft_dump;
 pub mod state;
 pub mod sysctl;
 pub mod tap;

@@ -85,17 +85,6 @@ fn parse_tables(v: &serde_json::Value) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Table `family name` as `nft -j -t` lists it (terse: no set elements), or None when there
-/// is no such table.
-pub fn list_table(family: &str, name: &str) -> Result<Option<serde_json::Value>, NftError> {
-    match run(&["-j", "-t", "list", "table", family, name], None) {
-        Ok(out) => json(&out).map(Some),
-        // a failure means no such table only if the table list says so; else it is an error
-        Err(e) if has_table(family, name)? => Err(e),
-        Err(_) => Ok(None),
-    }
-}
-
 /// What listing one chain found.
 #[derive(Debug)]
 pub enum Listing {

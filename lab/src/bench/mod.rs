@@ -16,6 +16,7 @@
 //! scale (1 to 10,000 configured tenants, 10 active). Everything measured is in the returned
 //! [`Report`]; [`report`] turns it into docs/benchmarks.md and SVG plots.
 
+pub mod gateway;
 pub mod report;
 
 use crate::harness::spawn_shaper;

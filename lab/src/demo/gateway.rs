@@ -37,9 +37,10 @@ pub fn run() -> anyhow::Result<()> {
     }
     let wanted = [
         Feature::Vrf,
+        Feature::VrfEntry,
         Feature::Gretap,
         Feature::Lwtunnel,
-        Feature::TunIdRule,
+        Feature::PolicyRules,
         Feature::Flowtable,
     ];
     let missing: Vec<Feature> = probe::missing(&wanted)
@@ -65,8 +66,12 @@ pub fn run() -> anyhow::Result<()> {
     } else {
         "vxlan"
     };
-    let isolation = if has(Feature::Vrf) { "vrf" } else { "table" };
-    let mode = if has(Feature::Lwtunnel) && has(Feature::TunIdRule) {
+    let isolation = if has(Feature::Vrf) && has(Feature::VrfEntry) {
+        "vrf"
+    } else {
+        "table"
+    };
+    let mode = if has(Feature::Lwtunnel) && has(Feature::PolicyRules) {
         "external"
     } else {
         "per-tenant"

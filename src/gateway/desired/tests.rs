@@ -33,8 +33,8 @@ fn per_tenant_table_vxlan() {
     assert_eq!(
         rules,
         vec![
-            "rule pref 10002 fwmark 1000 lookup 1000",
-            "rule pref 10002 fwmark 2000 lookup 2000"
+            "rule pref 10000 fwmark 1000 lookup 1000",
+            "rule pref 10000 fwmark 2000 lookup 2000"
         ]
     );
     let rs = &d.ruleset;
@@ -72,15 +72,23 @@ fn external_vrf_gretap_with_offload() {
     let names: Vec<&str> = d.links.iter().map(|l| l.name.as_str()).collect();
     assert_eq!(
         names,
-        vec!["tgtun", "tgv1000", "tgv2000", "tge1000", "tge2000"]
+        vec![
+            "tgtun", "tgv1000", "tgp1000", "tge1000", "tgv2000", "tgp2000", "tge2000"
+        ]
     );
     assert_eq!(d.links[0].spec(), "gretap external");
-    // each tenant's traffic to the gateway enters its VRF on its macvlan of the external device
+    // each tenant's traffic enters its VRF on its macvlan of the external device
     assert_eq!(
         d.links[3].spec(),
         "macvlan on tgtun address 02:67:00:00:03:e8"
     );
     assert_eq!(d.links[3].master.as_deref(), Some("tgv1000"));
+    // and traffic to its EIPs on its macvlan of the public device
+    assert_eq!(
+        d.links[2].spec(),
+        "macvlan on eth-pub address 02:70:00:00:03:e8"
+    );
+    assert_eq!(d.links[2].master.as_deref(), Some("tgv1000"));
     let rs = &d.ruleset;
     assert!(rs.contains("table netdev tollgate_gw"), "{rs}");
     assert!(
@@ -109,20 +117,32 @@ fn external_vrf_gretap_with_offload() {
         r.to_string(),
         "route 10.0.0.0/24 via 169.254.3.232 onlink encap ip id 1000 dst 172.31.0.11 key dev tgtun table 1000"
     );
+    // no policy rule per tenant: only what is unmarked on the external device is refused
     let rules: Vec<String> = d.rules.iter().map(|r| r.to_string()).collect();
-    assert!(
-        rules
-            .contains(&"rule pref 10000 iif tgtun fwmark 1000 tun_id 1000 lookup 1000".to_string()),
-        "{rules:?}"
-    );
-    assert!(
-        rules.contains(&"rule pref 10001 iif tgtun prohibit".to_string()),
-        "{rules:?}"
-    );
+    assert_eq!(rules, vec!["rule pref 10001 iif tgtun prohibit"]);
     let rs = &d.ruleset;
     assert!(rs.contains("devices = { \"eth-pub\", \"tgtun\" }"), "{rs}");
     assert!(rs.contains("flow add @ft"), "{rs}");
-    assert!(rs.contains("iifname \"eth-ul\" meta mark set ip saddr map { 172.31.0.11 : 1000, 172.31.0.12 : 2000 }"), "{rs}");
+    // the outer packet is marked by (peer, GRE key) in one lookup
+    assert!(
+        rs.contains("typeof ip saddr . @th,32,32 : meta mark\n\t\telements = { 172.31.0.11 . 0x3e8 : 1000, 172.31.0.12 . 0x7d0 : 2000 }"),
+        "{rs}"
+    );
+    assert!(
+        rs.contains("iifname \"eth-ul\" ip protocol gre @th,0,32 0x20006558 meta mark set ip saddr . @th,32,32 map @peers"),
+        "{rs}"
+    );
+    // EIPs: stamped on the public device, zone and mark from the macvlan, DNAT from it
+    assert!(
+        rs.contains("meta pkttype host meta protocol ip ether daddr set ip daddr map { 203.0.113.11 : 02:70:00:00:03:e8, 203.0.113.12 : 02:70:00:00:07:d0 }"),
+        "{rs}"
+    );
+    assert!(rs.contains("\"tgp1000\" : 1000"), "{rs}");
+    assert!(
+        rs.contains("iifname { \"tgp1000\", \"tgp2000\" } dnat ip to ip daddr map"),
+        "{rs}"
+    );
+    assert!(!rs.contains("iifname \"eth-pub\" ct zone"), "{rs}");
 }
 
 #[test]
@@ -183,9 +203,44 @@ fn firewall_chains_are_per_id_not_per_name() {
 fn rule_cost_counts_rules() {
     let d = build(&config("vxlan", "external", "table"), &public(), false);
     let line = rule_cost(&d);
-    // 2 tenants: fwmark rule each, tun_id rule each, one prohibit
+    // 2 tenants: fwmark rule each, one prohibit
     assert!(
-        line.starts_with("policy rules: 5 (a negligible cost)"),
+        line.starts_with("policy rules: 3 (a negligible cost)"),
         "{line}"
     );
+}
+
+/// A config of `n` tenants (ids 1000, 2000, ... as the example's), each with one EIP.
+fn many(tunnel: &str, mode: &str, isolation: &str, n: u32) -> Config {
+    let base = crate::config::examples::gateway_variant(tunnel, mode, isolation, "on", None);
+    let head = &base[..base.find("[[tenant]]").unwrap()];
+    let mut text = head.to_string();
+    for i in 1..=n {
+        text.push_str(&format!(
+            "[[tenant]]\nname = \"u{i}\"\nid = {}\npeer = \"172.31.{}.{}\"\npeer_mac = \"02:00:00:00:{:02x}:07\"\nnetworks = [\"10.0.0.0/24\"]\ngateway_ip = \"10.0.0.1/24\"\neips = {{ \"203.0.{}.{}\" = \"10.0.0.7\" }}\n\n",
+            i * 1000,
+            i / 200,
+            i % 200 + 2,
+            i % 256,
+            113 + i / 250,
+            i % 250 + 1,
+        ));
+    }
+    Config::parse(&text, Path::new("t")).unwrap()
+}
+
+/// With VRFs, the number of policy rules does not depend on the number of tenants; with
+/// routing tables it grows by one per tenant.
+#[test]
+fn vrf_isolation_has_no_rule_per_tenant() {
+    for mode in ["per-tenant", "external"] {
+        for tunnel in ["vxlan", "gretap"] {
+            let two = build(&many(tunnel, mode, "vrf", 2), &public(), true);
+            let lots = build(&many(tunnel, mode, "vrf", 300), &public(), true);
+            assert_eq!(two.rules, lots.rules, "{tunnel}/{mode}");
+            assert!(two.rules.len() <= 1, "{tunnel}/{mode}: {:?}", two.rules);
+            let table = build(&many(tunnel, mode, "table", 300), &public(), true);
+            assert_eq!(table.rules.len(), 300 + lots.rules.len(), "{tunnel}/{mode}");
+        }
+    }
 }

@@ -80,7 +80,12 @@ fn fresh_kernel_gets_everything_in_order() {
             _ => None,
         })
         .collect();
-    assert_eq!(links, vec!["tgv1000", "tgv2000", "tgt1000", "tgt2000"]);
+    assert_eq!(
+        links,
+        vec![
+            "tgv1000", "tgv2000", "tgt1000", "tgt2000", "tgp1000", "tgp2000"
+        ]
+    );
 }
 
 #[test]
@@ -171,8 +176,8 @@ fn removed_tenant_is_deleted_innermost_first() {
     assert_eq!(
         deletes,
         vec![
-            "- rule pref 10002 fwmark 2000 lookup 2000",
             "- route 198.51.100.0/24 dev eth-pub table 2000",
+            "- link tgp2000",
             "- link tgt2000",
             "- link tgv2000",
         ]
@@ -198,7 +203,7 @@ fn destroy_removes_ours_and_the_kernels_l3mdev_rule_only_if_we_caused_it() {
         .iter()
         .filter(|c| matches!(c, Change::DeleteLink { .. }))
         .collect();
-    assert_eq!(links.len(), 4);
+    assert_eq!(links.len(), 6);
     assert!(!destroy(&o, &x, &restore, true).contains(&Change::DeleteL3mdevRule));
     let mut others = o.clone();
     others.vrf_count = 3; // an operator's VRF still needs the rule
@@ -224,7 +229,9 @@ fn uppers_follow_their_lower() {
     let d = desired("external");
     assert_eq!(
         link_changes(&plan(&d, &Observed::default(), &Extra::default())),
-        vec!["+tgv1000", "+tgv2000", "+tgtun", "+tge1000", "+tge2000"]
+        vec![
+            "+tgv1000", "+tgv2000", "+tgtun", "+tge1000", "+tge2000", "+tgp1000", "+tgp2000"
+        ]
     );
     let (mut o, x) = applied(&d);
     o.links.iter_mut().find(|l| l.name == "tgtun").unwrap().spec =
@@ -236,6 +243,8 @@ fn uppers_follow_their_lower() {
     let (o, x) = applied(&d);
     assert_eq!(
         link_changes(&destroy(&o, &x, &[], true)),
-        vec!["-tge1000", "-tge2000", "-tgtun", "-tgv1000", "-tgv2000"]
+        vec![
+            "-tge1000", "-tge2000", "-tgp1000", "-tgp2000", "-tgtun", "-tgv1000", "-tgv2000"
+        ]
     );
 }

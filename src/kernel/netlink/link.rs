@@ -38,6 +38,16 @@ impl Netlink {
 
     /// Creates `l` with its alias, enslaves it to its master and brings it up.
     pub fn link_create(&self, l: &Link) -> Result<(), NetlinkError> {
+        self.link_create_then(l, |_| Ok(()))
+    }
+
+    /// [`Netlink::link_create`], running `before_up` (given the name) just before the link
+    /// comes up: for settings that must hold from its first packet.
+    pub fn link_create_then(
+        &self,
+        l: &Link,
+        before_up: impl FnOnce(&str) -> std::io::Result<()>,
+    ) -> Result<(), NetlinkError> {
         let msg = match &l.kind {
             LinkKind::Vrf { table } => LinkVrf::new(&l.name, *table).build(),
             LinkKind::Vxlan {
@@ -92,6 +102,10 @@ impl Netlink {
         if let Some(m) = &l.master {
             self.link_set_master(&l.name, Some(m))?;
         }
+        before_up(&l.name).map_err(|err| NetlinkError::Setting {
+            what: format!("configure {}", l.name),
+            err,
+        })?;
         self.link_set_up(&l.name)
     }
 

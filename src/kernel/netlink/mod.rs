@@ -30,6 +30,8 @@ pub enum NetlinkError {
     Kernel { what: String, err: rtnetlink::Error },
     #[error("device {0:?} does not exist")]
     NoDevice(String),
+    #[error("{what}: {err}")]
+    Setting { what: String, err: std::io::Error },
 }
 
 impl NetlinkError {

@@ -1,0 +1,294 @@
+//! The gateway benchmark: what forwarding through a tollgate gateway costs as the number of
+//! configured tenants grows, for a tenant's EIP and for the operator's own traffic.
+//!
+//! Each point is a fresh [`GatewayLab`]: `tollgate apply` of the lab's two tenants, preceded
+//! by filler tenants up to the point's count (only the first tenant, user1, for a count of 1),
+//! then from the client namespace:
+//! - **EIP**: to user1's EIP 203.0.113.11 (DNAT to 10.0.0.7 in tenant namespace `t1`, through
+//!   the tenant's firewall and tunnel);
+//! - **operator**: to 172.31.0.99, a host on the underlay switch, forwarded by the gateway in
+//!   its main table (not a tenant's: every policy rule is walked before `main`).
+//!
+//! For each: one TCP stream (iperf3, receiver's goodput), 64-byte UDP sent as fast as iperf3
+//! can (packets/s the receiver got) and ping (100 at 10 ms, average RTT). With table
+//! isolation every tenant adds a policy rule; with VRFs none (their count is reported).
+
+use crate::{GatewayLab, Netns, Proc, iperf3_server, wait_until, with_filler_tenants};
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// One path's figures.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PathFigures {
+    pub tcp_bps: f64,
+    pub udp64_pps: f64,
+    pub ping_avg_ms: f64,
+}
+
+/// One configuration measured.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Point {
+    pub tenants: u32,
+    pub tunnel: String,
+    pub tunnel_mode: String,
+    pub isolation: String,
+    pub offload: String,
+    pub policy_rules: usize,
+    pub apply_s: f64,
+    pub eip: PathFigures,
+    pub operator: PathFigures,
+}
+
+/// What to measure.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub tunnel: String,
+    pub tunnel_mode: String,
+    pub isolation: String,
+    pub offloads: Vec<String>,
+    pub tenants: Vec<u32>,
+    /// Seconds per iperf3 run.
+    pub secs: u32,
+}
+
+const EIP: &str = "203.0.113.11";
+const OPERATOR_HOST: &str = "172.31.0.99";
+const PORT: u16 = 5201;
+
+/// The lab's config for `n` tenants: user1 alone for 1, else fillers before the lab's two.
+/// user1 lets the benchmark's port in.
+pub fn config(plan: &Plan, offload: &str, n: u32, state: &Path) -> String {
+    let base = crate::gateway_config(
+        &plan.tunnel,
+        &plan.tunnel_mode,
+        &plan.isolation,
+        offload,
+        Some(state),
+    )
+    .replace(
+        "allow_in = [\"tcp/22\", \"icmp\"]",
+        &format!("allow_in = [\"tcp/22\", \"icmp\", \"tcp/{PORT}\", \"udp/{PORT}\"]"),
+    );
+    if n <= 1 {
+        let first = base.find("[[tenant]]").unwrap_or(0);
+        let second = base[first + 1..]
+            .find("[[tenant]]")
+            .map(|i| first + 1 + i)
+            .unwrap_or(base.len());
+        return base[..second].to_string();
+    }
+    with_filler_tenants(&base, n.saturating_sub(2))
+}
+
+/// Measures every point of `plan`, `log` told of each step.
+pub fn run(plan: &Plan, tollgate: &Path, log: impl Fn(&str)) -> Result<Vec<Point>> {
+    let mut out = Vec::new();
+    for offload in &plan.offloads {
+        for &n in &plan.tenants {
+            log(&format!(
+                "{}/{}/{} offload={offload}: {n} tenant(s)",
+                plan.tunnel, plan.tunnel_mode, plan.isolation
+            ));
+            let p = point(plan, offload, n, tollgate)
+                .with_context(|| format!("{n} tenants, offload {offload}"))?;
+            log(&format!(
+                "  apply {:.1} s, {} policy rules; EIP {:.2} Gbit/s, {:.0} pps, {:.3} ms; operator {:.2} Gbit/s, {:.0} pps, {:.3} ms",
+                p.apply_s,
+                p.policy_rules,
+                p.eip.tcp_bps / 1e9,
+                p.eip.udp64_pps,
+                p.eip.ping_avg_ms,
+                p.operator.tcp_bps / 1e9,
+                p.operator.udp64_pps,
+                p.operator.ping_avg_ms
+            ));
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+fn point(plan: &Plan, offload: &str, n: u32, tollgate: &Path) -> Result<Point> {
+    let lab = GatewayLab::new("gb", &plan.tunnel)?;
+    // the operator's host on the underlay, reached through the gateway's main table
+    lab.sw
+        .ip(&["addr", "add", &format!("{OPERATOR_HOST}/24"), "dev", "br0"])?;
+    lab.sw
+        .ip(&["route", "add", "198.51.100.0/24", "via", "172.31.0.1"])?;
+    lab.cl
+        .ip(&["route", "add", "172.31.0.0/24", "via", "198.51.100.1"])?;
+    let state = lab.dir.path().join("state");
+    let cfg = lab.dir.path().join("bench.toml");
+    std::fs::write(&cfg, config(plan, offload, n, &state))?;
+    let c = cfg.to_str().context("utf-8 path")?;
+    let t = Instant::now();
+    let applied = lab.gw.command(tollgate).args(["apply", "-c", c]).output()?;
+    let apply_s = t.elapsed().as_secs_f64();
+    if !applied.status.success() {
+        bail!(
+            "tollgate apply failed: {}",
+            String::from_utf8_lossy(&applied.stderr)
+        );
+    }
+    let policy_rules = lab.gw.ip(&["rule", "show"])?.lines().count();
+    let dir = lab.dir.path();
+    let _tenant_server = iperf3_server(&lab.t1, dir, PORT, None)?;
+    let _operator_server = iperf3_server(&lab.sw, dir, PORT, None)?;
+    let eip = figures(&lab.cl, dir, EIP, plan.secs)?;
+    let operator = figures(&lab.cl, dir, OPERATOR_HOST, plan.secs)?;
+    let destroyed = lab
+        .gw
+        .command(tollgate)
+        .args(["destroy", "-c", c])
+        .output()?;
+    if !destroyed.status.success() {
+        bail!(
+            "tollgate destroy failed: {}",
+            String::from_utf8_lossy(&destroyed.stderr)
+        );
+    }
+    Ok(Point {
+        tenants: n,
+        tunnel: plan.tunnel.clone(),
+        tunnel_mode: plan.tunnel_mode.clone(),
+        isolation: plan.isolation.clone(),
+        offload: offload.to_string(),
+        policy_rules,
+        apply_s,
+        eip,
+        operator,
+    })
+}
+
+/// TCP goodput, 64-byte UDP packets/s and ping from `ns` to `dst` (iperf3 server on PORT).
+fn figures(ns: &Netns, dir: &Path, dst: &str, secs: u32) -> Result<PathFigures> {
+    let tcp = iperf3(ns, dir, dst, secs, &[])?;
+    let tcp_bps = tcp
+        .pointer("/end/sum_received/bits_per_second")
+        .and_then(|x| x.as_f64())
+        .context("iperf3 TCP report lacks end.sum_received")?;
+    let udp = iperf3(ns, dir, dst, secs, &["-u", "-l", "64", "-b", "0"])?;
+    let sum = udp
+        .pointer("/end/sum")
+        .context("iperf3 UDP report lacks end.sum")?;
+    let f = |k: &str| sum.get(k).and_then(|x| x.as_f64());
+    let (packets, lost, seconds) = (
+        f("packets").context("packets")?,
+        f("lost_packets").unwrap_or(0.0),
+        f("seconds").context("seconds")?,
+    );
+    let udp64_pps = if seconds > 0.0 {
+        (packets - lost).max(0.0) / seconds
+    } else {
+        0.0
+    };
+    let ping = ns
+        .command("ping")
+        .args(["-n", "-q", "-c", "100", "-i", "0.01", "-W", "2", dst])
+        .output()?;
+    let text = String::from_utf8_lossy(&ping.stdout);
+    let ping_avg_ms = text
+        .lines()
+        .find_map(|l| l.split(" = ").nth(1)?.split('/').nth(1)?.parse().ok())
+        .with_context(|| format!("ping {dst}: {text}"))?;
+    Ok(PathFigures {
+        tcp_bps,
+        udp64_pps,
+        ping_avg_ms,
+    })
+}
+
+/// One iperf3 client run to `dst` with `extra` arguments; its JSON report.
+fn iperf3(
+    ns: &Netns,
+    dir: &Path,
+    dst: &str,
+    secs: u32,
+    extra: &[&str],
+) -> Result<serde_json::Value> {
+    // the previous run's connection may still be closing on the server
+    wait_until(Duration::from_secs(5), || true);
+    let mut c = ns.command("iperf3");
+    c.args([
+        "-c",
+        dst,
+        "-p",
+        &PORT.to_string(),
+        "-t",
+        &secs.to_string(),
+        "-J",
+    ])
+    .args(extra);
+    let log = dir.join(format!("gw-iperf3-{dst}-{}.json", extra.len()));
+    let mut p = Proc::spawn(c, &log)?;
+    if p.wait_timeout(Duration::from_secs(u64::from(secs) + 30))?
+        .is_none()
+    {
+        bail!("iperf3 to {dst} did not finish");
+    }
+    let text = p.log_text();
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("iperf3 report: {text:.300}"))?;
+    if let Some(e) = v.get("error") {
+        bail!("iperf3 to {dst}: {e}");
+    }
+    Ok(v)
+}
+
+/// The points as a markdown table.
+pub fn table(points: &[Point]) -> String {
+    let mut s = String::from(
+        "| tenants | isolation | offload | policy rules | apply s | EIP TCP Gbit/s | EIP 64 B kpps | EIP ping ms | operator TCP Gbit/s | operator 64 B kpps | operator ping ms |\n|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for p in points {
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {:.1} | {:.2} | {:.1} | {:.3} | {:.2} | {:.1} | {:.3} |\n",
+            p.tenants,
+            p.isolation,
+            p.offload,
+            p.policy_rules,
+            p.apply_s,
+            p.eip.tcp_bps / 1e9,
+            p.eip.udp64_pps / 1e3,
+            p.eip.ping_avg_ms,
+            p.operator.tcp_bps / 1e9,
+            p.operator.udp64_pps / 1e3,
+            p.operator.ping_avg_ms
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> Plan {
+        Plan {
+            tunnel: "vxlan".into(),
+            tunnel_mode: "external".into(),
+            isolation: "table".into(),
+            offloads: vec!["off".into()],
+            tenants: vec![1, 1000],
+            secs: 1,
+        }
+    }
+
+    #[test]
+    fn one_tenant_is_user1_alone_and_more_end_with_the_labs_two() {
+        let p = plan();
+        let one = config(&p, "off", 1, Path::new("/s"));
+        assert_eq!(one.matches("[[tenant]]").count(), 1, "{one}");
+        assert!(one.contains("name = \"user1\"") && one.contains("tcp/5201"));
+        let many = config(&p, "off", 1000, Path::new("/s"));
+        assert_eq!(many.matches("[[tenant]]").count(), 1000);
+        assert!(
+            many.trim_end().ends_with("deny_out = [\"tcp/23\"]"),
+            "{many:.200}"
+        );
+        let parsed = tollgate::config::Config::parse(&many, Path::new("t")).expect("parses");
+        assert_eq!(parsed.gateway_tenants().count(), 1000);
+    }
+}

@@ -1,0 +1,52 @@
+//! `tollgate-gateway-bench`: forwarding through a tollgate gateway (a tenant's EIP and the
+//! operator's own traffic) with 1 to 10,000 configured tenants, in network namespaces. Run
+//! through `bash bench/gateway.sh`, which builds the release binaries, runs the table-isolation
+//! points on this kernel and the VRF points in the VM.
+
+use anyhow::{Result, bail};
+use clap::Parser;
+use lab::bench::gateway::{Plan, run, table};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(about = "Forwarding through a tollgate gateway as tenants grow")]
+struct Args {
+    #[arg(long, default_value = "vxlan")]
+    tunnel: String,
+    #[arg(long, default_value = "external")]
+    tunnel_mode: String,
+    #[arg(long, default_value = "table")]
+    isolation: String,
+    /// Offload settings to measure, comma-separated ("off,on").
+    #[arg(long, default_value = "off", value_delimiter = ',')]
+    offload: Vec<String>,
+    /// Tenant counts, comma-separated.
+    #[arg(long, default_value = "1,1000,10000", value_delimiter = ',')]
+    tenants: Vec<u32>,
+    /// Seconds per iperf3 run.
+    #[arg(long, default_value_t = 5)]
+    secs: u32,
+    /// Where to write the figures (JSON).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn main() -> Result<()> {
+    let a = Args::parse();
+    if let Some(why) = lab::missing_prerequisites() {
+        bail!("cannot run the benchmark: {why}");
+    }
+    let tollgate = lab::sibling_binary("tollgate")?;
+    let plan = Plan {
+        tunnel: a.tunnel,
+        tunnel_mode: a.tunnel_mode,
+        isolation: a.isolation,
+        offloads: a.offload,
+        tenants: a.tenants,
+        secs: a.secs,
+    };
+    let points = run(&plan, &tollgate, |l| eprintln!("{l}"))?;
+    std::fs::write(&a.out, serde_json::to_vec_pretty(&points)?)?;
+    print!("{}", table(&points));
+    Ok(())
+}
