@@ -37,6 +37,8 @@ pub struct Point {
     pub offload: String,
     pub policy_rules: usize,
     pub apply_s: f64,
+    /// None when the point was not destroyed by tollgate.
+    pub destroy_s: Option<f64>,
     pub eip: PathFigures,
     pub operator: PathFigures,
 }
@@ -51,6 +53,9 @@ pub struct Plan {
     pub tenants: Vec<u32>,
     /// Seconds per iperf3 run.
     pub secs: u32,
+    /// `tollgate destroy` after each point (and time it); otherwise the lab's namespaces are
+    /// simply deleted (under emulation, destroying 30,000 devices one by one takes long).
+    pub destroy: bool,
 }
 
 const EIP: &str = "203.0.113.11";
@@ -82,8 +87,14 @@ pub fn config(plan: &Plan, offload: &str, n: u32, state: &Path) -> String {
     with_filler_tenants(&base, n.saturating_sub(2))
 }
 
-/// Measures every point of `plan`, `log` told of each step.
-pub fn run(plan: &Plan, tollgate: &Path, log: impl Fn(&str)) -> Result<Vec<Point>> {
+/// Measures every point of `plan`, `log` told of each step and `done` given each point as soon
+/// as it is measured (a long run that is cut short keeps what it measured).
+pub fn run(
+    plan: &Plan,
+    tollgate: &Path,
+    log: impl Fn(&str),
+    mut done: impl FnMut(&Point),
+) -> Result<Vec<Point>> {
     let mut out = Vec::new();
     for offload in &plan.offloads {
         for &n in &plan.tenants {
@@ -104,6 +115,7 @@ pub fn run(plan: &Plan, tollgate: &Path, log: impl Fn(&str)) -> Result<Vec<Point
                 p.operator.udp64_pps,
                 p.operator.ping_avg_ms
             ));
+            done(&p);
             out.push(p);
         }
     }
@@ -138,16 +150,21 @@ fn point(plan: &Plan, offload: &str, n: u32, tollgate: &Path) -> Result<Point> {
     let _operator_server = iperf3_server(&lab.sw, dir, PORT, None)?;
     let eip = figures(&lab.cl, dir, EIP, plan.secs)?;
     let operator = figures(&lab.cl, dir, OPERATOR_HOST, plan.secs)?;
-    let destroyed = lab
-        .gw
-        .command(tollgate)
-        .args(["destroy", "-c", c])
-        .output()?;
-    if !destroyed.status.success() {
-        bail!(
-            "tollgate destroy failed: {}",
-            String::from_utf8_lossy(&destroyed.stderr)
-        );
+    let mut destroy_s = None;
+    if plan.destroy {
+        let t = Instant::now();
+        let destroyed = lab
+            .gw
+            .command(tollgate)
+            .args(["destroy", "-c", c])
+            .output()?;
+        if !destroyed.status.success() {
+            bail!(
+                "tollgate destroy failed: {}",
+                String::from_utf8_lossy(&destroyed.stderr)
+            );
+        }
+        destroy_s = Some(t.elapsed().as_secs_f64());
     }
     Ok(Point {
         tenants: n,
@@ -157,6 +174,7 @@ fn point(plan: &Plan, offload: &str, n: u32, tollgate: &Path) -> Result<Point> {
         offload: offload.to_string(),
         policy_rules,
         apply_s,
+        destroy_s,
         eip,
         operator,
     })
@@ -273,6 +291,7 @@ mod tests {
             offloads: vec!["off".into()],
             tenants: vec![1, 1000],
             secs: 1,
+            destroy: true,
         }
     }
 

@@ -26,6 +26,9 @@ struct Args {
     /// Seconds per iperf3 run.
     #[arg(long, default_value_t = 5)]
     secs: u32,
+    /// Leave the gateway to the namespace's deletion instead of `tollgate destroy`.
+    #[arg(long)]
+    no_destroy: bool,
     /// Where to write the figures (JSON).
     #[arg(long)]
     out: PathBuf,
@@ -44,8 +47,20 @@ fn main() -> Result<()> {
         offloads: a.offload,
         tenants: a.tenants,
         secs: a.secs,
+        destroy: !a.no_destroy,
     };
-    let points = run(&plan, &tollgate, |l| eprintln!("{l}"))?;
+    // each point on stdout as one `POINT <json>` line as soon as it is measured: from the VM
+    // only stdout comes back, and a run cut short keeps its points
+    let points = run(
+        &plan,
+        &tollgate,
+        |l| eprintln!("{l}"),
+        |p| {
+            if let Ok(j) = serde_json::to_string(p) {
+                println!("POINT {j}");
+            }
+        },
+    )?;
     std::fs::write(&a.out, serde_json::to_vec_pretty(&points)?)?;
     print!("{}", table(&points));
     Ok(())
