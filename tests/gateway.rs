@@ -225,15 +225,7 @@ fn refuses_a_foreign_device_with_our_name() {
     )
     .expect("config");
     let c = cfg.to_str().expect("path");
-    for cmd in ["plan", "apply"] {
-        let out = tollgate(&lab.gw, &[cmd, "-c", c]);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{cmd}: {err}");
-        assert!(
-            err.contains("\"tgt2000\" exists but is not tollgate's"),
-            "{cmd}: {err}"
-        );
-    }
+    refused_by_plan_and_apply(&lab, c, &["\"tgt2000\" exists but is not tollgate's"]);
     assert_eq!(before, lab.gw.snapshot().expect("snapshot"));
     // destroy leaves the operator's device alone
     ok(&tollgate(&lab.gw, &["destroy", "-c", c]));
@@ -275,15 +267,7 @@ fn refuses_what_the_kernel_lacks() {
             variant_config("vxlan", "per-tenant", isolation, offload, &state),
         )
         .expect("config");
-        for cmd in ["plan", "apply"] {
-            let out = tollgate(&lab.gw, &[cmd, "-c", c]);
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(1), "{cmd}: {err}");
-            assert!(
-                err.contains(word) && err.contains("nothing was changed"),
-                "{cmd}: {err}"
-            );
-        }
+        refused_by_plan_and_apply(&lab, c, &[word, "nothing was changed"]);
         assert_eq!(before, lab.gw.snapshot().expect("snapshot"));
     }
     // offload = "auto" on a kernel without flowtable: a warning, and the gateway is built
@@ -327,15 +311,11 @@ fn refuses_a_strict_reverse_path_filter_with_vrfs() {
     )
     .expect("config");
     let c = cfg.to_str().expect("path");
-    for cmd in ["plan", "apply"] {
-        let out = tollgate(&lab.gw, &[cmd, "-c", c]);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{cmd}: {err}");
-        assert!(
-            err.contains("net.ipv4.conf.all.rp_filter = 1") && err.contains("nothing was changed"),
-            "{cmd}: {err}"
-        );
-    }
+    refused_by_plan_and_apply(
+        &lab,
+        c,
+        &["net.ipv4.conf.all.rp_filter = 1", "nothing was changed"],
+    );
     assert_eq!(before, lab.gw.snapshot().expect("snapshot"));
 }
 
@@ -456,6 +436,16 @@ fn control_plane_at_10000_tenants() {
         "no-op apply {noop_s:.1} s, show {show_s:.1} s"
     );
     assert_eq!(before, lab.gw.snapshot().expect("snapshot"));
+}
+
+/// `plan` and `apply` of config `c` both fail (exit 1) with every one of `needles` in the error.
+fn refused_by_plan_and_apply(lab: &GatewayLab, c: &str, needles: &[&str]) {
+    for cmd in ["plan", "apply"] {
+        let out = tollgate(&lab.gw, &[cmd, "-c", c]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {err}");
+        assert!(needles.iter().all(|n| err.contains(n)), "{cmd}: {err}");
+    }
 }
 
 /// The policy rules of the gateway namespace, one line each.
@@ -611,15 +601,7 @@ fn refuses_and_keeps_what_is_not_ours() {
     .expect("config");
     let c = cfg.to_str().expect("path");
     let before = lab.gw.snapshot().expect("snapshot");
-    for cmd in ["plan", "apply"] {
-        let out = tollgate(&lab.gw, &[cmd, "-c", c]);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{cmd}: {err}");
-        assert!(
-            err.contains("routing table 1000") && err.contains("10.98.0.0/16"),
-            "{cmd}: {err}"
-        );
-    }
+    refused_by_plan_and_apply(&lab, c, &["routing table 1000", "10.98.0.0/16"]);
     assert_eq!(before, lab.gw.snapshot().expect("snapshot"));
 
     lab.gw

@@ -351,24 +351,29 @@ impl UploadLab {
     /// server on `port` has closed the previous test's connections (an iperf3 server serves one
     /// test at a time and answers "busy" until then).
     pub fn iperf3_upload_from(&self, src: &str, dst: &str, port: u16, secs: u32) -> Result<Proc> {
-        let filter = format!("( sport = :{port} )");
-        wait_until(Duration::from_secs(3), || {
-            self.srv
-                .exec(
-                    "ss",
-                    &[
-                        "-Htn",
-                        "state",
-                        "connected",
-                        "exclude",
-                        "time-wait",
-                        &filter,
-                    ],
-                )
-                .is_ok_and(|o| o.trim().is_empty())
-        });
+        wait_iperf3_idle(&self.srv, port);
         iperf3_client(&self.cl, self.dir.path(), Some(src), dst, port, secs)
     }
+}
+
+/// Waits (up to 3 s) until the iperf3 server on `port` in `ns` has closed the previous test's
+/// connections: it serves one test at a time and answers "busy" until then.
+pub fn wait_iperf3_idle(ns: &Netns, port: u16) {
+    let filter = format!("( sport = :{port} )");
+    wait_until(Duration::from_secs(3), || {
+        ns.exec(
+            "ss",
+            &[
+                "-Htn",
+                "state",
+                "connected",
+                "exclude",
+                "time-wait",
+                &filter,
+            ],
+        )
+        .is_ok_and(|o| o.trim().is_empty())
+    });
 }
 
 pub use tollgate::config::examples::gateway_variant as gateway_config;

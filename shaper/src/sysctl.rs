@@ -85,14 +85,7 @@ pub fn plan(
     Ok(n)
 }
 
-/// A gateway tenant's macvlan's own keys (they vanish with it).
-pub fn macvlan_keys(m: &str) -> Vec<(String, String)> {
-    let mut keys = vec![(conf_key("ipv4", m, "rp_filter"), "0".into())];
-    if sysctl::exists(&conf_key("ipv6", m, "disable_ipv6")) {
-        keys.push((conf_key("ipv6", m, "disable_ipv6"), "1".into()));
-    }
-    keys
-}
+pub use tollgate::kernel::sysctl::macvlan_keys;
 
 /// Sets the TAP's own keys (they vanish with it: nothing to restore).
 pub fn set_tap(keys: &[(String, String)]) -> io::Result<()> {

@@ -54,20 +54,14 @@ fn load_state(path: &std::path::Path) -> Result<State, GatewayError> {
     Ok(state::load(path)?.unwrap_or_default())
 }
 
-/// A VRF-entry macvlan's own settings (they vanish with it), before it comes up: no reverse
-/// path filter (packets arrive there whose route back leaves by another device: the tunnel,
-/// or the public device), and no IPv6 (no addresses, router solicitations or DAD from
-/// thousands of devices onto the public link).
+/// A VRF-entry macvlan's own settings ([`sysctl::macvlan_keys`]), before it comes up.
 fn link_settings(link: &Link, name: &str) -> std::io::Result<()> {
     if !matches!(link.kind, LinkKind::Macvlan { .. }) {
         return Ok(());
     }
-    sysctl::write(&sysctl::conf_key("ipv4", name, "rp_filter"), "0")?;
-    let v6 = sysctl::conf_key("ipv6", name, "disable_ipv6");
-    if sysctl::exists(&v6) {
-        sysctl::write(&v6, "1")?;
-    }
-    Ok(())
+    sysctl::macvlan_keys(name)
+        .iter()
+        .try_for_each(|(k, v)| sysctl::write(k, v))
 }
 
 fn execute(nl: &Netlink, d: &desired::Desired, c: &Change) -> Result<(), GatewayError> {

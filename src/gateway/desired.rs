@@ -508,19 +508,12 @@ fn ruleset(
                 .map(|(_, g)| (format!("\"{}\"", names::gateway_macvlan(g.id)), *g)),
         );
     }
-    let public_entries: Vec<String> = tenants
+    let public_entries: Vec<_> = tenants
         .iter()
         .filter(|(_, g)| vrf && !g.eips.is_empty())
-        .map(|(_, g)| format!("\"{}\"", names::public_macvlan(g.id)))
+        .map(|(_, g)| (format!("\"{}\"", names::public_macvlan(g.id)), *g))
         .collect();
-    if vrf {
-        entries.extend(
-            tenants
-                .iter()
-                .filter(|(_, g)| !g.eips.is_empty())
-                .map(|(_, g)| (format!("\"{}\"", names::public_macvlan(g.id)), *g)),
-        );
-    }
+    entries.extend(public_entries.iter().cloned());
     if !entries.is_empty() {
         let _ = writeln!(
             s,
@@ -541,7 +534,8 @@ fn ruleset(
     );
     if !eips.is_empty() {
         let from = if vrf {
-            format!("{{ {} }}", public_entries.join(", "))
+            let names: Vec<&str> = public_entries.iter().map(|(d, _)| d.as_str()).collect();
+            format!("{{ {} }}", names.join(", "))
         } else {
             format!("\"{public}\"")
         };
@@ -626,35 +620,37 @@ fn ruleset(
     let stamp_public = !public_entries.is_empty();
     if stamp_tunnel || stamp_public {
         let _ = writeln!(s, "table netdev {NFT_TABLE} {{");
+        // one chain per device: `rule` sets the destination MAC to a macvlan's
+        let mut chain = |name: &str, dev: &str, rule: String| {
+            let _ = writeln!(
+                s,
+                "\tchain {name} {{\n\t\ttype filter hook ingress device \"{dev}\" priority -10; policy accept;\n\t\t{rule}\n\t}}"
+            );
+        };
+        let mac = |m: [u8; 6]| crate::kernel::model::mac_str(&m);
         if stamp_tunnel {
-            let _ = writeln!(
-                s,
-                "\tchain stamp {{\n\t\ttype filter hook ingress device \"{EXTERNAL_DEV}\" priority -10; policy accept;"
+            chain(
+                "stamp",
+                EXTERNAL_DEV,
+                format!(
+                    "meta protocol ip ether daddr set meta mark map {}",
+                    map(tenants
+                        .iter()
+                        .map(|(_, g)| (g.id, mac(names::gateway_macvlan_mac(g.id)))))
+                ),
             );
-            let _ = writeln!(
-                s,
-                "\t\tmeta protocol ip ether daddr set meta mark map {}",
-                map(tenants.iter().map(|(_, g)| (
-                    g.id,
-                    crate::kernel::model::mac_str(&names::gateway_macvlan_mac(g.id))
-                )))
-            );
-            let _ = writeln!(s, "\t}}");
         }
         if stamp_public {
-            let _ = writeln!(
-                s,
-                "\tchain stamp_public {{\n\t\ttype filter hook ingress device \"{public}\" priority -10; policy accept;"
+            chain(
+                "stamp_public",
+                public,
+                format!(
+                    "meta pkttype host meta protocol ip ether daddr set ip daddr map {}",
+                    map(eips
+                        .iter()
+                        .map(|(p, g, _)| (p, mac(names::public_macvlan_mac(g.id)))))
+                ),
             );
-            let _ = writeln!(
-                s,
-                "\t\tmeta pkttype host meta protocol ip ether daddr set ip daddr map {}",
-                map(eips.iter().map(|(p, g, _)| (
-                    p,
-                    crate::kernel::model::mac_str(&names::public_macvlan_mac(g.id))
-                )))
-            );
-            let _ = writeln!(s, "\t}}");
         }
         let _ = writeln!(s, "}}");
     }

@@ -67,8 +67,13 @@ pub fn show(config: &Config) -> Result<Report, GatewayError> {
         what: "reading the gateway's nft counters".into(),
         err,
     };
-    let mut by_chain =
-        crate::kernel::nft_dump::rule_counters(names::GATEWAY_NFT_TABLE).map_err(io)?;
+    // each chain's counters, taken in rule order
+    let mut by_chain: std::collections::HashMap<String, _> =
+        crate::kernel::nft_dump::rule_counters(names::GATEWAY_NFT_TABLE)
+            .map_err(io)?
+            .into_iter()
+            .map(|(chain, counters)| (chain, counters.into_iter()))
+            .collect();
     let flowtable = crate::kernel::nft_dump::flowtables(names::GATEWAY_NFT_TABLE)
         .map_err(io)?
         .into_iter()
@@ -132,11 +137,7 @@ pub fn show(config: &Config) -> Result<Report, GatewayError> {
             firewall: super::desired::firewall_rules(g)
                 .into_iter()
                 .filter_map(|r| {
-                    let counters = by_chain.get_mut(&r.chain)?;
-                    if counters.is_empty() {
-                        return None;
-                    }
-                    let (packets, bytes) = counters.remove(0);
+                    let (packets, bytes) = by_chain.get_mut(&r.chain)?.next()?;
                     Some(FirewallCounter {
                         rule: r.summary(),
                         chain: r.chain,

@@ -84,6 +84,18 @@ pub fn planned_key(key: &str) -> bool {
         || per_dev("ipv6", "disable_ipv6")
 }
 
+/// A VRF-entry macvlan's own keys (they vanish with it): no reverse-path filter (packets
+/// arrive there whose route back leaves by another device: the tunnel, the public device), and
+/// no IPv6 (no addresses, router solicitations or DAD from thousands of devices). Used for the
+/// gateway's macvlans and the shaper's.
+pub fn macvlan_keys(m: &str) -> Vec<(String, String)> {
+    let mut keys = vec![(conf_key("ipv4", m, "rp_filter"), "0".into())];
+    if exists(&conf_key("ipv6", m, "disable_ipv6")) {
+        keys.push((conf_key("ipv6", m, "disable_ipv6"), "1".into()));
+    }
+    keys
+}
+
 /// The dotted key of device `dev`'s setting `name` in `net.ipv4.conf` (or another family).
 pub fn conf_key(family: &str, dev: &str, name: &str) -> String {
     format!("net.{family}.conf.{}.{name}", dev.replace('.', "/"))

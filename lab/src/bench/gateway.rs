@@ -13,7 +13,7 @@
 //! can (packets/s the receiver got) and ping (100 at 10 ms, average RTT). With table
 //! isolation every tenant adds a policy rule; with VRFs none (their count is reported).
 
-use crate::{GatewayLab, Netns, Proc, iperf3_server, wait_until, with_filler_tenants};
+use crate::{GatewayLab, Netns, Proc, iperf3_server, wait_iperf3_idle, with_filler_tenants};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -148,8 +148,8 @@ fn point(plan: &Plan, offload: &str, n: u32, tollgate: &Path) -> Result<Point> {
     let dir = lab.dir.path();
     let _tenant_server = iperf3_server(&lab.t1, dir, PORT, None)?;
     let _operator_server = iperf3_server(&lab.sw, dir, PORT, None)?;
-    let eip = figures(&lab.cl, dir, EIP, plan.secs)?;
-    let operator = figures(&lab.cl, dir, OPERATOR_HOST, plan.secs)?;
+    let eip = figures(&lab.cl, &lab.t1, dir, EIP, plan.secs)?;
+    let operator = figures(&lab.cl, &lab.sw, dir, OPERATOR_HOST, plan.secs)?;
     let mut destroy_s = None;
     if plan.destroy {
         let t = Instant::now();
@@ -181,13 +181,13 @@ fn point(plan: &Plan, offload: &str, n: u32, tollgate: &Path) -> Result<Point> {
 }
 
 /// TCP goodput, 64-byte UDP packets/s and ping from `ns` to `dst` (iperf3 server on PORT).
-fn figures(ns: &Netns, dir: &Path, dst: &str, secs: u32) -> Result<PathFigures> {
-    let tcp = iperf3(ns, dir, dst, secs, &[])?;
+fn figures(ns: &Netns, server: &Netns, dir: &Path, dst: &str, secs: u32) -> Result<PathFigures> {
+    let tcp = iperf3(ns, server, dir, dst, secs, &[])?;
     let tcp_bps = tcp
         .pointer("/end/sum_received/bits_per_second")
         .and_then(|x| x.as_f64())
         .context("iperf3 TCP report lacks end.sum_received")?;
-    let udp = iperf3(ns, dir, dst, secs, &["-u", "-l", "64", "-b", "0"])?;
+    let udp = iperf3(ns, server, dir, dst, secs, &["-u", "-l", "64", "-b", "0"])?;
     let sum = udp
         .pointer("/end/sum")
         .context("iperf3 UDP report lacks end.sum")?;
@@ -218,16 +218,17 @@ fn figures(ns: &Netns, dir: &Path, dst: &str, secs: u32) -> Result<PathFigures> 
     })
 }
 
-/// One iperf3 client run to `dst` with `extra` arguments; its JSON report.
+/// One iperf3 client run from `ns` to `dst` (served in `server`) with `extra` arguments; its
+/// JSON report.
 fn iperf3(
     ns: &Netns,
+    server: &Netns,
     dir: &Path,
     dst: &str,
     secs: u32,
     extra: &[&str],
 ) -> Result<serde_json::Value> {
-    // the previous run's connection may still be closing on the server
-    wait_until(Duration::from_secs(5), || true);
+    wait_iperf3_idle(server, PORT);
     let mut c = ns.command("iperf3");
     c.args([
         "-c",
