@@ -9,7 +9,9 @@
 #                                 gretap, external tunnel mode, offload off and on)
 #
 # Knobs: TENANTS (default 1,1000,10000), SECS per iperf3 run (5), OFFLOADS (vm: off,on),
-# VM_MEM (6G). In the VM
+# VM_MEM (6G), REPS measurements per point (1; the point reports their median), GROW=1 to grow
+# one lab through the counts after a discarded warm-up measurement (the comparison that
+# emulation needs: `TENANTS=1,10000 OFFLOADS=off REPS=5 GROW=1 bash bench/gateway.sh vm`). In the VM
 # the gateway is left to the namespace's deletion (tollgate destroy of 30,000 devices under
 # emulation takes long; destroy is shown by the tests).
 # Writes bench/results/gateway-<where>-<UTC timestamp>.json and prints a markdown table.
@@ -19,6 +21,9 @@ WHERE=${1:-host}
 TENANTS=${TENANTS:-1,1000,10000}
 SECS=${SECS:-5}
 OFFLOADS=${OFFLOADS:-off,on}
+REPS=${REPS:-1}
+GROW_ARG=()
+if [ "${GROW:-0}" = 1 ]; then GROW_ARG=(--grow); fi
 bash scripts/deps.sh
 cargo build --release --quiet -p tollgate -p tollgate-lab
 BIN=$PWD/target/release/tollgate-gateway-bench
@@ -28,7 +33,9 @@ mkdir -p bench/results
 case "$WHERE" in
   host)
     "$BIN" --tunnel vxlan --tunnel-mode external --isolation table --offload off \
-      --tenants "$TENANTS" --secs "$SECS" --out "$OUT" | grep -v '^POINT '
+      --tenants "$TENANTS" --secs "$SECS" --reps "$REPS" \
+      "${GROW_ARG[@]}" ${GROW_ARG:+--no-destroy} --out "$OUT" |
+      grep -v '^POINT '
     ;;
   vm)
     bash tests/vm/setup.sh >/dev/null
@@ -36,7 +43,8 @@ case "$WHERE" in
     # one `POINT <json>` line per point as it is measured
     VM_MEM=${VM_MEM:-6G} VM_TIMEOUT=${VM_TIMEOUT:-14400} bash tests/vm/run.sh \
       "$BIN" --tunnel gretap --tunnel-mode external --isolation vrf --offload "$OFFLOADS" \
-      --tenants "$TENANTS" --secs "$SECS" --no-destroy --out /tmp/g.json | tee "$OUT.log" || true
+      --tenants "$TENANTS" --secs "$SECS" --reps "$REPS" "${GROW_ARG[@]}" \
+      --no-destroy --out /tmp/g.json | tee "$OUT.log" || true
     grep -q '^POINT ' "$OUT.log" || { echo "no figures came back from the VM" >&2; exit 1; }
     sed -n 's/^POINT //p' "$OUT.log" |
       awk 'BEGIN { print "[" } NR > 1 { print "," } { print } END { print "]" }' > "$OUT"

@@ -23,6 +23,7 @@
 use crate::classify::{Classifier, Pass, Verdict};
 use crate::pool::{self, Pool};
 use crate::sched::Scheduler;
+use crate::segment::Tcp4Segments;
 use crate::stats::{PassCounters, Shared};
 use crate::vnet::{VNET_HDR_LEN, VnetHdr};
 use crate::{metrics, redirect, reload, state, stats, sysctl};
@@ -215,6 +216,7 @@ pub fn run(config: &Config, control: Control) -> Result<(), DaemonError> {
     // 4. Threads, then the redirect: nothing is steered to the TAP before it is read.
     let classifier = Classifier::from_config(config);
     let shaping: Vec<_> = config.shaped_tenants().map(|(_, s)| s).collect();
+    let split: Vec<bool> = shaping.iter().map(|s| s.split_gso).collect();
     let names: Vec<Arc<str>> = config
         .shaped_tenants()
         .map(|(t, _)| Arc::from(t.name.as_str()))
@@ -237,6 +239,7 @@ pub fn run(config: &Config, control: Control) -> Result<(), DaemonError> {
                 pool: &shared.pool,
                 counters: &shared.counters,
                 slot: &slot,
+                split,
             };
             r.run(&halt)
         })?
@@ -487,6 +490,8 @@ struct Reader<'a> {
     pool: &'a Pool,
     counters: &'a PassCounters,
     slot: &'a ReloadSlot,
+    /// Per tenant: cut its TCP GSO frames into segments as they are queued.
+    split: Vec<bool>,
 }
 
 impl Reader<'_> {
@@ -515,6 +520,7 @@ impl Reader<'_> {
                 // every frame after this one is classified the new way, and the scheduler
                 // sees the new tenant list before any of them
                 self.classifier = classifier;
+                self.split = r.shaping.iter().map(|s| s.split_gso).collect();
                 self.to_scheduler(Msg::Reconfigure(r))?;
             }
             let len = match self.tap.read(&mut buf) {
@@ -547,6 +553,35 @@ impl Reader<'_> {
                 .classify_flow(&vnet, &buf[VNET_HDR_LEN..len])
             {
                 (Verdict::Tenant { tenant, cost }, flow) => {
+                    let segments = match self.split.get(tenant) {
+                        Some(true) if vnet.is_gso() => Tcp4Segments::new(&buf[..len], &vnet),
+                        _ => None,
+                    };
+                    if let Some(segments) = segments {
+                        // each segment a frame of its own, in a small buffer; the reader keeps
+                        // its buffer
+                        for i in 0..segments.count() {
+                            let cost = segments.cost_of(i);
+                            let msg = match self.pool.take(segments.len_of(i)) {
+                                Some(mut b) => match segments.write(i, &mut b) {
+                                    Some(len) => Msg::Frame(Packet {
+                                        buf: b,
+                                        len,
+                                        tenant,
+                                        cost,
+                                        flow,
+                                    }),
+                                    None => {
+                                        self.pool.put(b);
+                                        Msg::NoBuffer { tenant, cost }
+                                    }
+                                },
+                                None => Msg::NoBuffer { tenant, cost },
+                            };
+                            self.to_scheduler(msg)?;
+                        }
+                        continue;
+                    }
                     let packet = |buf| {
                         Msg::Frame(Packet {
                             buf,

@@ -2,7 +2,7 @@
 //! TAP; this crate reads it back, queues it per tenant behind a byte token bucket and writes it
 //! back for local delivery. See docs/shaper.md for the packet path.
 //!
-//! Pure core (no I/O, unit-tested with a fake clock): [`vnet`], [`classify`], [`bucket`],
+//! Pure core (no I/O, unit-tested with a fake clock): [`vnet`], [`classify`], [`segment`], [`bucket`],
 //! [`fq`], [`sched`], [`reload`] (what a reload changes). I/O shell (on the kernel layer of the `tollgate` crate): [`redirect`], [`sysctl`], [`state`],
 //! [`pool`], [`stats`], [`metrics`], [`daemon`].
 
@@ -15,6 +15,7 @@ pub mod pool;
 pub mod redirect;
 pub mod reload;
 pub mod sched;
+pub mod segment;
 pub mod state;
 pub mod stats;
 pub mod sysctl;

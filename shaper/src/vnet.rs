@@ -1,9 +1,10 @@
 //! A typed view over the `virtio_net_hdr` that prefixes every frame on an `IFF_VNET_HDR` TAP.
 //!
 //! With offloads on, the kernel hands the TAP whole GSO super-frames (up to ~64 KiB) plus this
-//! header saying how it would have cut them; we pass the header back unchanged on write, so the
-//! kernel never segments or checksums on our behalf. We read it only to charge the bucket for
-//! every segment the frame stands for.
+//! header saying how it would have cut them. A frame queued whole is written back with its
+//! header unchanged, so the kernel never segments or checksums on our behalf; the header tells
+//! the bucket how many segments the frame stands for. Slow tenants' TCP frames are cut into
+//! those segments before they are queued ([`crate::segment`]).
 
 /// Size of `struct virtio_net_hdr` (without `num_buffers`), as the TAP is configured.
 pub use tollgate::kernel::tap::VNET_HDR_LEN;

@@ -38,6 +38,7 @@ pub(super) struct RawTenant {
     pub queue_frames: Option<Spanned<i64>>,
     pub flows: Option<Spanned<i64>>,
     pub aqm: Option<Spanned<String>>,
+    pub gso: Option<Spanned<String>>,
     pub codel_target: Option<Spanned<String>>,
     pub codel_interval: Option<Spanned<String>>,
     pub ports: Option<Spanned<Vec<Spanned<RawPort>>>>,

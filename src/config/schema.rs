@@ -56,6 +56,7 @@ pub(super) const TENANT: &[Key] = &[
     ("queue_frames", Kind::Int, false, "1024"),
     ("flows", Kind::Int, false, "32"),
     ("aqm", Kind::Str, false, "\"codel\""),
+    ("gso", Kind::Str, false, "\"auto\""),
     ("codel_target", Kind::Str, false, "\"5ms\""),
     ("codel_interval", Kind::Str, false, "\"100ms\""),
     ("ports", Kind::PortList, false, "[22, \"8000-8100\"]"),

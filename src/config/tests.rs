@@ -24,7 +24,10 @@ fn shaper_example_parses() {
     assert_eq!(c.tenants.len(), 2);
     let a = c.tenants[0].shaping.unwrap();
     assert_eq!(a.rate, 2_500_000);
-    assert_eq!(a.burst, MAX_GSO_FRAME);
+    assert_eq!(
+        a.burst, 25_000,
+        "10 ms at 20 Mbit/s (above the 8 KiB floor of split tenants)"
+    );
     assert_eq!(a.queue, 4 * MAX_GSO_FRAME);
     let b = c.tenants[1].shaping.unwrap();
     assert_eq!(b.rate, 6_250_000);
@@ -32,6 +35,49 @@ fn shaper_example_parses() {
     assert_eq!(b.queue, 2 * 1024 * 1024);
     assert_eq!(c.tenants[1].sources.len(), 2);
     assert_eq!(c.tenant_interfaces(&c.tenants[0]), vec!["veth-srv"]);
+}
+
+#[test]
+fn gso_frames_are_split_below_the_threshold_unless_told() {
+    let c = parse(SHAPER_EXAMPLE).unwrap();
+    assert!(c.tenants[0].shaping.unwrap().split_gso, "20 Mbit/s: split");
+    let fast = parse(&SHAPER_EXAMPLE.replace("upload = \"50mbit\"", "upload = \"1gbit\"")).unwrap();
+    assert!(
+        !fast.tenants[1].shaping.unwrap().split_gso,
+        "1 Gbit/s: whole"
+    );
+    let edge = SPLIT_GSO_BELOW * 8;
+    for (rate, split) in [(edge - 8, true), (edge, false)] {
+        let c = parse(
+            &SHAPER_EXAMPLE.replace("upload = \"50mbit\"", &format!("upload = \"{rate}bit\"")),
+        )
+        .unwrap();
+        assert_eq!(
+            c.tenants[1].shaping.unwrap().split_gso,
+            split,
+            "{rate} bit/s"
+        );
+    }
+    for (value, split) in [("split", true), ("keep", false), ("auto", false)] {
+        let c = parse(&format!(
+            "{}gso = \"{value}\"\n",
+            SHAPER_EXAMPLE.replace("upload = \"50mbit\"", "upload = \"1gbit\"")
+        ))
+        .unwrap();
+        assert_eq!(c.tenants[1].shaping.unwrap().split_gso, split, "{value}");
+    }
+    // the burst floor: 8 KiB with segments, 64 KiB with whole frames (1 Mbit/s: 1,250 B/10 ms)
+    let slow = SHAPER_EXAMPLE.replace("upload = \"20mbit\"", "upload = \"1mbit\"");
+    assert_eq!(
+        parse(&slow).unwrap().tenants[0].shaping.unwrap().burst,
+        8 * 1024
+    );
+    let kept = slow.replace("upload = \"1mbit\"", "upload = \"1mbit\"\ngso = \"keep\"");
+    let kept = parse(&kept).unwrap().tenants[0].shaping.unwrap();
+    assert_eq!((kept.burst, kept.split_gso), (MAX_GSO_FRAME, false));
+    let e = err(&format!("{SHAPER_EXAMPLE}gso = \"sometimes\"\n"));
+    assert_eq!(e.key, "tenant[1].gso", "{e}");
+    assert!(e.message.contains("\"split\""), "{e}");
 }
 
 #[test]

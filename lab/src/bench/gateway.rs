@@ -12,6 +12,12 @@
 //! For each: one TCP stream (iperf3, receiver's goodput), 64-byte UDP sent as fast as iperf3
 //! can (packets/s the receiver got) and ping (100 at 10 ms, average RTT). With table
 //! isolation every tenant adds a policy rule; with VRFs none (their count is reported).
+//!
+//! Under emulation one measurement repeats poorly (the first also pays for translating the
+//! guest's code), so a plan can instead *grow* one lab: every count is applied on top of the
+//! previous one (apply is idempotent and only adds the new tenants), a warm-up measurement is
+//! taken and discarded first, and each point is measured `reps` times and reported as the
+//! median, with every repetition kept.
 
 use crate::{GatewayLab, Netns, Proc, iperf3_server, wait_iperf3_idle, with_filler_tenants};
 use anyhow::{Context, Result, bail};
@@ -39,8 +45,14 @@ pub struct Point {
     pub apply_s: f64,
     /// None when the point was not destroyed by tollgate.
     pub destroy_s: Option<f64>,
+    /// Medians over the repetitions.
     pub eip: PathFigures,
     pub operator: PathFigures,
+    /// Every repetition, in order (one when the plan asks for one).
+    #[serde(default)]
+    pub eip_runs: Vec<PathFigures>,
+    #[serde(default)]
+    pub operator_runs: Vec<PathFigures>,
 }
 
 /// What to measure.
@@ -56,6 +68,11 @@ pub struct Plan {
     /// `tollgate destroy` after each point (and time it); otherwise the lab's namespaces are
     /// simply deleted (under emulation, destroying 30,000 devices one by one takes long).
     pub destroy: bool,
+    /// Measurements per point (the point reports their median).
+    pub reps: u32,
+    /// One lab for every count, grown in order, after a discarded warm-up measurement;
+    /// otherwise a fresh lab per point.
+    pub grow: bool,
 }
 
 const EIP: &str = "203.0.113.11";
@@ -97,15 +114,25 @@ pub fn run(
 ) -> Result<Vec<Point>> {
     let mut out = Vec::new();
     for offload in &plan.offloads {
-        for &n in &plan.tenants {
+        let mut grown: Option<GatewayLab> = None;
+        for (i, &n) in plan.tenants.iter().enumerate() {
             log(&format!(
                 "{}/{}/{} offload={offload}: {n} tenant(s)",
                 plan.tunnel, plan.tunnel_mode, plan.isolation
             ));
-            let p = point(plan, offload, n, tollgate)
+            let fresh;
+            let lab = match (&grown, plan.grow) {
+                (Some(lab), true) => lab,
+                (None, true) => grown.insert(bench_lab(&plan.tunnel)?),
+                _ => {
+                    fresh = bench_lab(&plan.tunnel)?;
+                    &fresh
+                }
+            };
+            let p = point(plan, lab, offload, n, tollgate, plan.grow && i == 0, &log)
                 .with_context(|| format!("{n} tenants, offload {offload}"))?;
             log(&format!(
-                "  apply {:.1} s, {} policy rules; EIP {:.2} Gbit/s, {:.0} pps, {:.3} ms; operator {:.2} Gbit/s, {:.0} pps, {:.3} ms",
+                "  apply {:.1} s, {} policy rules; EIP {:.2} Gbit/s, {:.0} pps, {:.3} ms; operator {:.2} Gbit/s, {:.0} pps, {:.3} ms (medians of {})",
                 p.apply_s,
                 p.policy_rules,
                 p.eip.tcp_bps / 1e9,
@@ -113,7 +140,8 @@ pub fn run(
                 p.eip.ping_avg_ms,
                 p.operator.tcp_bps / 1e9,
                 p.operator.udp64_pps,
-                p.operator.ping_avg_ms
+                p.operator.ping_avg_ms,
+                p.eip_runs.len()
             ));
             done(&p);
             out.push(p);
@@ -122,15 +150,30 @@ pub fn run(
     Ok(out)
 }
 
-fn point(plan: &Plan, offload: &str, n: u32, tollgate: &Path) -> Result<Point> {
-    let lab = GatewayLab::new("gb", &plan.tunnel)?;
-    // the operator's host on the underlay, reached through the gateway's main table
+/// A gateway lab with the operator's host on the underlay, reached through the gateway's main
+/// table.
+fn bench_lab(tunnel: &str) -> Result<GatewayLab> {
+    let lab = GatewayLab::new("gb", tunnel)?;
     lab.sw
         .ip(&["addr", "add", &format!("{OPERATOR_HOST}/24"), "dev", "br0"])?;
     lab.sw
         .ip(&["route", "add", "198.51.100.0/24", "via", "172.31.0.1"])?;
     lab.cl
         .ip(&["route", "add", "172.31.0.0/24", "via", "198.51.100.1"])?;
+    Ok(lab)
+}
+
+/// Applies `n` tenants to `lab` and measures them `plan.reps` times (after one discarded
+/// measurement when `warmup`).
+fn point(
+    plan: &Plan,
+    lab: &GatewayLab,
+    offload: &str,
+    n: u32,
+    tollgate: &Path,
+    warmup: bool,
+    log: &impl Fn(&str),
+) -> Result<Point> {
     let state = lab.dir.path().join("state");
     let cfg = lab.dir.path().join("bench.toml");
     std::fs::write(&cfg, config(plan, offload, n, &state))?;
@@ -148,8 +191,16 @@ fn point(plan: &Plan, offload: &str, n: u32, tollgate: &Path) -> Result<Point> {
     let dir = lab.dir.path();
     let _tenant_server = iperf3_server(&lab.t1, dir, PORT, None)?;
     let _operator_server = iperf3_server(&lab.sw, dir, PORT, None)?;
-    let eip = figures(&lab.cl, &lab.t1, dir, EIP, plan.secs)?;
-    let operator = figures(&lab.cl, &lab.sw, dir, OPERATOR_HOST, plan.secs)?;
+    if warmup {
+        log("  warm-up measurement (discarded)");
+        figures(&lab.cl, &lab.t1, dir, EIP, plan.secs)?;
+        figures(&lab.cl, &lab.sw, dir, OPERATOR_HOST, plan.secs)?;
+    }
+    let (mut eip_runs, mut operator_runs) = (Vec::new(), Vec::new());
+    for _ in 0..plan.reps.max(1) {
+        eip_runs.push(figures(&lab.cl, &lab.t1, dir, EIP, plan.secs)?);
+        operator_runs.push(figures(&lab.cl, &lab.sw, dir, OPERATOR_HOST, plan.secs)?);
+    }
     let mut destroy_s = None;
     if plan.destroy {
         let t = Instant::now();
@@ -175,9 +226,29 @@ fn point(plan: &Plan, offload: &str, n: u32, tollgate: &Path) -> Result<Point> {
         policy_rules,
         apply_s,
         destroy_s,
-        eip,
-        operator,
+        eip: median(&eip_runs),
+        operator: median(&operator_runs),
+        eip_runs,
+        operator_runs,
     })
+}
+
+/// Each figure's median over `runs` (the mean of the middle two for an even count).
+fn median(runs: &[PathFigures]) -> PathFigures {
+    let m = |f: fn(&PathFigures) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    };
+    PathFigures {
+        tcp_bps: m(|p| p.tcp_bps),
+        udp64_pps: m(|p| p.udp64_pps),
+        ping_avg_ms: m(|p| p.ping_avg_ms),
+    }
 }
 
 /// TCP goodput, 64-byte UDP packets/s and ping from `ns` to `dst` (iperf3 server on PORT).
@@ -293,7 +364,23 @@ mod tests {
             tenants: vec![1, 1000],
             secs: 1,
             destroy: true,
+            reps: 1,
+            grow: false,
         }
+    }
+
+    #[test]
+    fn median_takes_the_middle_of_each_figure() {
+        let f = |t: f64, u: f64, p: f64| PathFigures {
+            tcp_bps: t,
+            udp64_pps: u,
+            ping_avg_ms: p,
+        };
+        let m = median(&[f(3.0, 10.0, 0.5), f(1.0, 30.0, 0.1), f(2.0, 20.0, 0.9)]);
+        assert_eq!((m.tcp_bps, m.udp64_pps, m.ping_avg_ms), (2.0, 20.0, 0.5));
+        let even = median(&[f(1.0, 1.0, 1.0), f(4.0, 2.0, 3.0)]);
+        assert_eq!(even.tcp_bps, 2.5);
+        assert_eq!(median(&[]).tcp_bps, 0.0);
     }
 
     #[test]

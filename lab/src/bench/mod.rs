@@ -75,7 +75,13 @@ pub struct Plan {
     pub isolation_secs: u32,
     pub scale_tenants: Vec<usize>,
     pub scale_secs: u32,
+    /// Only these scenarios (ceiling, accuracy, latency, isolation, scale); empty: all.
+    #[serde(default)]
+    pub only: Vec<String>,
 }
+
+/// The scenarios, in the order they run.
+pub const SCENARIOS: [&str; 5] = ["ceiling", "accuracy", "latency", "isolation", "scale"];
 
 impl Plan {
     pub fn full() -> Plan {
@@ -89,6 +95,7 @@ impl Plan {
             isolation_secs: 10,
             scale_tenants: vec![1, 100, 1000, 10_000],
             scale_secs: 8,
+            only: Vec::new(),
         }
     }
 
@@ -104,7 +111,13 @@ impl Plan {
             isolation_secs: 4,
             scale_tenants: vec![1, 1000],
             scale_secs: 3,
+            only: Vec::new(),
         }
+    }
+
+    /// Whether scenario `s` is measured.
+    pub fn runs(&self, s: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| o == s)
     }
 }
 
@@ -156,13 +169,38 @@ pub struct Latency {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Isolation {
     pub method: Method,
-    /// "tcp8" (8 TCP streams) or "udp16" (16-byte UDP datagrams at 10x the rate).
+    /// "none" (A idle), "tcp8" (8 TCP streams) or "udp16" (16-byte UDP datagrams at 10x the
+    /// rate).
     pub flood: String,
     pub rate_mbit: u64,
     pub b_ratio: f64,
     pub b_p99_ms: f64,
     pub b_ping_replies: usize,
     pub b_pings_sent: usize,
+    /// Frames the TAP dropped during the run (its queue to the shaper was full); 0 without one.
+    #[serde(default)]
+    pub tap_dropped: u64,
+    /// Frames the kernel's per-CPU input backlogs dropped during the run (whole machine).
+    #[serde(default)]
+    pub backlog_dropped: u64,
+}
+
+/// The TAP's `tx_dropped` in `ns` (0 when there is no TAP).
+fn tap_dropped(ns: &crate::Netns) -> u64 {
+    ns.exec("cat", &["/sys/class/net/tg0/statistics/tx_dropped"])
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Frames dropped by the per-CPU input backlogs since boot (second column of
+/// /proc/net/softnet_stat, summed over CPUs).
+fn backlog_dropped() -> u64 {
+    std::fs::read_to_string("/proc/net/softnet_stat")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok())
+        .sum()
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -549,244 +587,264 @@ pub fn run(plan: &Plan, shaper: &Path, mut progress: impl FnMut(&str)) -> Result
         micro_mpps: Vec::new(),
     };
 
-    // 1. the unshaped ceiling
-    for streams in [1u32, 4] {
-        let mut direct = 0.0;
-        for m in Method::ALL {
-            let lab = lab("bc", &[10])?;
-            let inst = install(&lab, m, &one(10, "40gbit"), shaper, "")?;
-            let pid = inst.shaper.as_ref().map(|p| p.child.id());
-            let srv = server_once(&lab.srv, lab.dir.path(), 5201)?;
-            let before = cpu_ticks(pid);
-            let c = client(
-                &lab,
-                10,
-                5201,
-                plan.ceiling_secs,
-                &["-P", &streams.to_string()],
-            )?;
-            let v = finish(c, plan.ceiling_secs)?;
-            let after = cpu_ticks(pid);
-            drop(srv);
-            inst.remove(&lab);
-            let mbit = received_mbit(&v);
-            if m == Method::Direct {
-                direct = mbit;
+    if plan.runs("ceiling") {
+        // 1. the unshaped ceiling
+        for streams in [1u32, 4] {
+            let mut direct = 0.0;
+            for m in Method::ALL {
+                let lab = lab("bc", &[10])?;
+                let inst = install(&lab, m, &one(10, "40gbit"), shaper, "")?;
+                let pid = inst.shaper.as_ref().map(|p| p.child.id());
+                let srv = server_once(&lab.srv, lab.dir.path(), 5201)?;
+                let before = cpu_ticks(pid);
+                let c = client(
+                    &lab,
+                    10,
+                    5201,
+                    plan.ceiling_secs,
+                    &["-P", &streams.to_string()],
+                )?;
+                let v = finish(c, plan.ceiling_secs)?;
+                let after = cpu_ticks(pid);
+                drop(srv);
+                inst.remove(&lab);
+                let mbit = received_mbit(&v);
+                if m == Method::Direct {
+                    direct = mbit;
+                }
+                let gb = mbit * f64::from(plan.ceiling_secs) / 8e3;
+                let per_gb = |t: u64| t as f64 / 100.0 / gb.max(1e-9);
+                let row = Ceiling {
+                    method: m,
+                    streams,
+                    mbit,
+                    ratio_to_direct: mbit / direct.max(1e-9),
+                    shaper_cpu_s_per_gb: per_gb(after.0.saturating_sub(before.0)),
+                    softirq_cpu_s_per_gb: per_gb(after.1.saturating_sub(before.1)),
+                };
+                progress(&format!(
+                    "ceiling {} x{streams}: {:.0} Mbit/s ({:.3} of direct)",
+                    m.name(),
+                    row.mbit,
+                    row.ratio_to_direct
+                ));
+                r.ceiling.push(row);
             }
-            let gb = mbit * f64::from(plan.ceiling_secs) / 8e3;
-            let per_gb = |t: u64| t as f64 / 100.0 / gb.max(1e-9);
-            let row = Ceiling {
-                method: m,
-                streams,
-                mbit,
-                ratio_to_direct: mbit / direct.max(1e-9),
-                shaper_cpu_s_per_gb: per_gb(after.0.saturating_sub(before.0)),
-                softirq_cpu_s_per_gb: per_gb(after.1.saturating_sub(before.1)),
-            };
-            progress(&format!(
-                "ceiling {} x{streams}: {:.0} Mbit/s ({:.3} of direct)",
-                m.name(),
-                row.mbit,
-                row.ratio_to_direct
-            ));
-            r.ceiling.push(row);
         }
     }
-
-    // 2. accuracy, and the first seconds at the receiver
-    for &rate in &plan.accuracy_rates_mbit {
-        for m in Method::SHAPING {
-            let lab = lab("ba", &[10])?;
-            let inst = install(&lab, m, &one(10, &format!("{rate}mbit")), shaper, "")?;
-            let srv = server_once(&lab.srv, lab.dir.path(), 5201)?;
-            let c = client(&lab, 10, 5201, plan.accuracy_secs, &[])?;
-            let v = finish(c, plan.accuracy_secs)?;
-            let mut srv = srv;
-            let _ = srv.wait_timeout(Duration::from_secs(5));
-            let sv: serde_json::Value = serde_json::from_str(&srv.log_text()).unwrap_or_default();
+    if plan.runs("accuracy") {
+        // 2. accuracy, and the first seconds at the receiver
+        for &rate in &plan.accuracy_rates_mbit {
+            for m in Method::SHAPING {
+                let lab = lab("ba", &[10])?;
+                let inst = install(&lab, m, &one(10, &format!("{rate}mbit")), shaper, "")?;
+                let srv = server_once(&lab.srv, lab.dir.path(), 5201)?;
+                let c = client(&lab, 10, 5201, plan.accuracy_secs, &[])?;
+                let v = finish(c, plan.accuracy_secs)?;
+                let mut srv = srv;
+                let _ = srv.wait_timeout(Duration::from_secs(5));
+                let sv: serde_json::Value =
+                    serde_json::from_str(&srv.log_text()).unwrap_or_default();
+                inst.remove(&lab);
+                let bins = bins_mbit(&sv);
+                let peak = bins.iter().take(30).cloned().fold(0.0, f64::max);
+                let row = Accuracy {
+                    method: m,
+                    rate_mbit: rate,
+                    achieved_mbit: received_mbit(&v),
+                    ratio: received_mbit(&v) / rate as f64,
+                    first_3s_peak_ratio: peak / rate as f64,
+                    first_bins_mbit: bins.into_iter().take(50).collect(),
+                };
+                progress(&format!(
+                    "accuracy {} {rate} Mbit/s: {:.3}, first-3s peak {:.2}x",
+                    m.name(),
+                    row.ratio,
+                    row.first_3s_peak_ratio
+                ));
+                r.accuracy.push(row);
+            }
+        }
+    }
+    if plan.runs("latency") {
+        // 3. latency under load, and idle
+        for &rate in &plan.latency_rates_mbit {
+            for m in Method::SHAPING {
+                let lab = lab("bl", &[10])?;
+                let inst = install(&lab, m, &one(10, &format!("{rate}mbit")), shaper, "")?;
+                let (idle, _) = ping(&lab, 10, 50, "0.02")?;
+                let srv = server_once(&lab.srv, lab.dir.path(), 5201)?;
+                let c = client(&lab, 10, 5201, plan.latency_secs, &[])?;
+                std::thread::sleep(Duration::from_secs(2));
+                let probe_secs = plan.latency_secs.saturating_sub(4) / 2;
+                let count = probe_secs * 50;
+                let (rtts, _) = ping(&lab, 10, count, "0.02")?;
+                let rr = tcp_rr(&lab, 10, 7000, probe_secs)?;
+                let v = finish(c, plan.latency_secs)?;
+                drop(srv);
+                inst.remove(&lab);
+                let row = Latency {
+                    method: m,
+                    rate_mbit: rate,
+                    p50_ms: percentile(&rtts, 50),
+                    p99_ms: percentile(&rtts, 99),
+                    max_ms: rtts.last().copied().unwrap_or(f64::NAN),
+                    idle_p50_ms: percentile(&idle, 50),
+                    upload_mbit: received_mbit(&v),
+                    tcp_rr_p50_ms: percentile(&rr, 50),
+                    tcp_rr_p99_ms: percentile(&rr, 99),
+                    rtts_ms: rtts,
+                };
+                progress(&format!(
+                    "latency {} {rate} Mbit/s: ping p50 {:.2} p99 {:.2} max {:.2} ms (idle {:.3}); tcp rr p50 {:.2} p99 {:.2}",
+                    m.name(),
+                    row.p50_ms,
+                    row.p99_ms,
+                    row.max_ms,
+                    row.idle_p50_ms,
+                    row.tcp_rr_p50_ms,
+                    row.tcp_rr_p99_ms
+                ));
+                r.latency.push(row);
+            }
+        }
+    }
+    if plan.runs("isolation") {
+        // 4. isolation: A floods at 10x its rate, B uploads at its rate
+        let rate = 20u64;
+        // "none": A idle, B's own figures to compare with
+        for flood in ["none", "tcp8", "udp16"] {
+            for m in [Method::IfbHtb, Method::Netdev, Method::Route] {
+                let lab = lab("bi", &[10, 20])?;
+                let tenants = [
+                    Tenant {
+                        host: 10,
+                        rate: format!("{rate}mbit"),
+                    },
+                    Tenant {
+                        host: 20,
+                        rate: format!("{rate}mbit"),
+                    },
+                ];
+                let inst = install(&lab, m, &tenants, shaper, "")?;
+                let s1 = server_once(&lab.srv, lab.dir.path(), 5201)?;
+                let s2 = server_once(&lab.srv, lab.dir.path(), 5202)?;
+                let secs = plan.isolation_secs;
+                let flood_args: Vec<String> = match flood {
+                    "tcp8" => vec!["-P".into(), "8".into()],
+                    _ => vec![
+                        "-u".into(),
+                        "-b".into(),
+                        format!("{}M", rate * 10),
+                        "-l".into(),
+                        "16".into(),
+                    ],
+                };
+                let fa: Vec<&str> = flood_args.iter().map(String::as_str).collect();
+                let (tap0, backlog0) = (tap_dropped(&lab.srv), backlog_dropped());
+                let a = match flood {
+                    "none" => None,
+                    _ => Some(client(&lab, 10, 5201, secs + 2, &fa)?),
+                };
+                std::thread::sleep(Duration::from_secs(1));
+                let b = client(&lab, 20, 5202, secs, &[])?;
+                let count = secs.saturating_sub(2) * 25;
+                let (rtts, sent) = ping(&lab, 20, count, "0.04")?;
+                let bv = finish(b, secs)?;
+                if let Some(a) = a {
+                    let _ = finish(a, secs + 2);
+                }
+                let tap_dropped = tap_dropped(&lab.srv).saturating_sub(tap0);
+                let backlog_dropped = backlog_dropped().saturating_sub(backlog0);
+                drop((s1, s2));
+                inst.remove(&lab);
+                let row = Isolation {
+                    method: m,
+                    flood: flood.into(),
+                    rate_mbit: rate,
+                    b_ratio: received_mbit(&bv) / rate as f64,
+                    b_p99_ms: percentile(&rtts, 99),
+                    b_ping_replies: rtts.len(),
+                    b_pings_sent: sent,
+                    tap_dropped,
+                    backlog_dropped,
+                };
+                progress(&format!(
+                    "isolation {} {flood}: B {:.3} of its rate, p99 {:.2} ms, {}/{} pings; dropped by the TAP {}, by input backlogs {}",
+                    m.name(),
+                    row.b_ratio,
+                    row.b_p99_ms,
+                    row.b_ping_replies,
+                    row.b_pings_sent,
+                    row.tap_dropped,
+                    row.backlog_dropped
+                ));
+                r.isolation.push(row);
+            }
+        }
+    }
+    if plan.runs("scale") {
+        // 5. scale: N configured tenants, 10 active (hosts 10-19), netdev
+        for &n in &plan.scale_tenants {
+            let hosts: Vec<u8> = (10..20).collect();
+            let lab = lab("bs", &hosts)?;
+            let active = n.min(hosts.len());
+            let mut tenants: Vec<Tenant> = hosts[..active]
+                .iter()
+                .map(|&h| Tenant {
+                    host: h,
+                    rate: "1gbit".into(),
+                })
+                .collect();
+            let mut cfg_extra = String::new();
+            for i in active..n {
+                cfg_extra += &format!(
+                    "\n[[tenant]]\nname = \"idle{i}\"\nsources = [\"10.{}.{}.0/24\"]\nupload = \"10mbit\"\n",
+                    (i / 256) % 256,
+                    i % 256
+                );
+            }
+            tenants.truncate(active);
+            let t0 = Instant::now();
+            let inst = install(&lab, Method::Netdev, &tenants, shaper, &cfg_extra)?;
+            let start_s = t0.elapsed().as_secs_f64();
+            let pid = inst.shaper.as_ref().map(|p| p.child.id());
+            let mut servers = Vec::new();
+            let mut clients = Vec::new();
+            for (i, t) in tenants.iter().enumerate() {
+                let port = 5201 + u16::try_from(i).unwrap_or(0);
+                servers.push(server_once(&lab.srv, lab.dir.path(), port)?);
+                clients.push(client(&lab, t.host, port, plan.scale_secs, &[])?);
+            }
+            let mut total = 0.0;
+            for c in clients {
+                total += received_mbit(&finish(c, plan.scale_secs)?);
+            }
+            let rss_mib = pid
+                .and_then(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("VmRSS:"))
+                        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+                })
+                .unwrap_or(0.0)
+                / 1024.0;
+            drop(servers);
             inst.remove(&lab);
-            let bins = bins_mbit(&sv);
-            let peak = bins.iter().take(30).cloned().fold(0.0, f64::max);
-            let row = Accuracy {
-                method: m,
-                rate_mbit: rate,
-                achieved_mbit: received_mbit(&v),
-                ratio: received_mbit(&v) / rate as f64,
-                first_3s_peak_ratio: peak / rate as f64,
-                first_bins_mbit: bins.into_iter().take(50).collect(),
+            let row = Scale {
+                tenants: n,
+                active,
+                total_mbit: total,
+                start_s,
+                rss_mib,
             };
+            r.micro_mpps.push((n, micro_mpps(n)));
             progress(&format!(
-                "accuracy {} {rate} Mbit/s: {:.3}, first-3s peak {:.2}x",
-                m.name(),
-                row.ratio,
-                row.first_3s_peak_ratio
+                "scale {n} tenants ({active} active, 1 Gbit/s each): {:.0} Mbit/s, start {:.2} s, RSS {:.1} MiB",
+                row.total_mbit, row.start_s, row.rss_mib
             ));
-            r.accuracy.push(row);
+            r.scale.push(row);
         }
-    }
-
-    // 3. latency under load, and idle
-    for &rate in &plan.latency_rates_mbit {
-        for m in Method::SHAPING {
-            let lab = lab("bl", &[10])?;
-            let inst = install(&lab, m, &one(10, &format!("{rate}mbit")), shaper, "")?;
-            let (idle, _) = ping(&lab, 10, 50, "0.02")?;
-            let srv = server_once(&lab.srv, lab.dir.path(), 5201)?;
-            let c = client(&lab, 10, 5201, plan.latency_secs, &[])?;
-            std::thread::sleep(Duration::from_secs(2));
-            let probe_secs = plan.latency_secs.saturating_sub(4) / 2;
-            let count = probe_secs * 50;
-            let (rtts, _) = ping(&lab, 10, count, "0.02")?;
-            let rr = tcp_rr(&lab, 10, 7000, probe_secs)?;
-            let v = finish(c, plan.latency_secs)?;
-            drop(srv);
-            inst.remove(&lab);
-            let row = Latency {
-                method: m,
-                rate_mbit: rate,
-                p50_ms: percentile(&rtts, 50),
-                p99_ms: percentile(&rtts, 99),
-                max_ms: rtts.last().copied().unwrap_or(f64::NAN),
-                idle_p50_ms: percentile(&idle, 50),
-                upload_mbit: received_mbit(&v),
-                tcp_rr_p50_ms: percentile(&rr, 50),
-                tcp_rr_p99_ms: percentile(&rr, 99),
-                rtts_ms: rtts,
-            };
-            progress(&format!(
-                "latency {} {rate} Mbit/s: ping p50 {:.2} p99 {:.2} max {:.2} ms (idle {:.3}); tcp rr p50 {:.2} p99 {:.2}",
-                m.name(),
-                row.p50_ms,
-                row.p99_ms,
-                row.max_ms,
-                row.idle_p50_ms,
-                row.tcp_rr_p50_ms,
-                row.tcp_rr_p99_ms
-            ));
-            r.latency.push(row);
-        }
-    }
-
-    // 4. isolation: A floods at 10x its rate, B uploads at its rate
-    let rate = 20u64;
-    for flood in ["tcp8", "udp16"] {
-        for m in [Method::IfbHtb, Method::Netdev, Method::Route] {
-            let lab = lab("bi", &[10, 20])?;
-            let tenants = [
-                Tenant {
-                    host: 10,
-                    rate: format!("{rate}mbit"),
-                },
-                Tenant {
-                    host: 20,
-                    rate: format!("{rate}mbit"),
-                },
-            ];
-            let inst = install(&lab, m, &tenants, shaper, "")?;
-            let s1 = server_once(&lab.srv, lab.dir.path(), 5201)?;
-            let s2 = server_once(&lab.srv, lab.dir.path(), 5202)?;
-            let secs = plan.isolation_secs;
-            let flood_args: Vec<String> = match flood {
-                "tcp8" => vec!["-P".into(), "8".into()],
-                _ => vec![
-                    "-u".into(),
-                    "-b".into(),
-                    format!("{}M", rate * 10),
-                    "-l".into(),
-                    "16".into(),
-                ],
-            };
-            let fa: Vec<&str> = flood_args.iter().map(String::as_str).collect();
-            let a = client(&lab, 10, 5201, secs + 2, &fa)?;
-            std::thread::sleep(Duration::from_secs(1));
-            let b = client(&lab, 20, 5202, secs, &[])?;
-            let count = secs.saturating_sub(2) * 25;
-            let (rtts, sent) = ping(&lab, 20, count, "0.04")?;
-            let bv = finish(b, secs)?;
-            let _ = finish(a, secs + 2);
-            drop((s1, s2));
-            inst.remove(&lab);
-            let row = Isolation {
-                method: m,
-                flood: flood.into(),
-                rate_mbit: rate,
-                b_ratio: received_mbit(&bv) / rate as f64,
-                b_p99_ms: percentile(&rtts, 99),
-                b_ping_replies: rtts.len(),
-                b_pings_sent: sent,
-            };
-            progress(&format!(
-                "isolation {} {flood}: B {:.3} of its rate, p99 {:.2} ms, {}/{} pings",
-                m.name(),
-                row.b_ratio,
-                row.b_p99_ms,
-                row.b_ping_replies,
-                row.b_pings_sent
-            ));
-            r.isolation.push(row);
-        }
-    }
-
-    // 5. scale: N configured tenants, 10 active (hosts 10-19), netdev
-    for &n in &plan.scale_tenants {
-        let hosts: Vec<u8> = (10..20).collect();
-        let lab = lab("bs", &hosts)?;
-        let active = n.min(hosts.len());
-        let mut tenants: Vec<Tenant> = hosts[..active]
-            .iter()
-            .map(|&h| Tenant {
-                host: h,
-                rate: "1gbit".into(),
-            })
-            .collect();
-        let mut cfg_extra = String::new();
-        for i in active..n {
-            cfg_extra += &format!(
-                "\n[[tenant]]\nname = \"idle{i}\"\nsources = [\"10.{}.{}.0/24\"]\nupload = \"10mbit\"\n",
-                (i / 256) % 256,
-                i % 256
-            );
-        }
-        tenants.truncate(active);
-        let t0 = Instant::now();
-        let inst = install(&lab, Method::Netdev, &tenants, shaper, &cfg_extra)?;
-        let start_s = t0.elapsed().as_secs_f64();
-        let pid = inst.shaper.as_ref().map(|p| p.child.id());
-        let mut servers = Vec::new();
-        let mut clients = Vec::new();
-        for (i, t) in tenants.iter().enumerate() {
-            let port = 5201 + u16::try_from(i).unwrap_or(0);
-            servers.push(server_once(&lab.srv, lab.dir.path(), port)?);
-            clients.push(client(&lab, t.host, port, plan.scale_secs, &[])?);
-        }
-        let mut total = 0.0;
-        for c in clients {
-            total += received_mbit(&finish(c, plan.scale_secs)?);
-        }
-        let rss_mib = pid
-            .and_then(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-            })
-            .unwrap_or(0.0)
-            / 1024.0;
-        drop(servers);
-        inst.remove(&lab);
-        let row = Scale {
-            tenants: n,
-            active,
-            total_mbit: total,
-            start_s,
-            rss_mib,
-        };
-        r.micro_mpps.push((n, micro_mpps(n)));
-        progress(&format!(
-            "scale {n} tenants ({active} active, 1 Gbit/s each): {:.0} Mbit/s, start {:.2} s, RSS {:.1} MiB",
-            row.total_mbit, row.start_s, row.rss_mib
-        ));
-        r.scale.push(row);
     }
     Ok(r)
 }

@@ -356,8 +356,11 @@ then a TCP request/response (one byte each way on a connection of its own) every
     writeln!(
         w,
         "Tenants A and B at 20 Mbit/s each. A floods (`tcp8`: 8 TCP streams; `udp16`: 16-byte \
-UDP datagrams at 10x its rate) while B uploads one TCP stream and pings every 40 ms. TBF \
-shapes one aggregate and cannot keep tenants apart, so it is not in this table.\n"
+UDP datagrams at 10x its rate; `none`: A idle, B's own figures) while B uploads one TCP stream \
+and pings every 40 ms. TBF \
+shapes one aggregate and cannot keep tenants apart, so it is not in this table. Frames lost \
+before any queue: dropped by the TAP (its queue to the shaper full) and by the kernel's input \
+backlogs (the whole machine).\n"
     )?;
     w.push_str(&row(&[
         "flood",
@@ -365,9 +368,11 @@ shapes one aggregate and cannot keep tenants apart, so it is not in this table.\
         "B achieved / configured",
         "B p99 RTT ms",
         "B pings answered",
+        "TAP drops",
+        "backlog drops",
     ]
     .map(String::from)));
-    w.push_str("|---|---|---:|---:|---:|\n");
+    w.push_str("|---|---|---:|---:|---:|---:|---:|\n");
     for i in &r.isolation {
         w.push_str(&row(&[
             i.flood.clone(),
@@ -375,6 +380,8 @@ shapes one aggregate and cannot keep tenants apart, so it is not in this table.\
             format!("{:.3}", i.b_ratio),
             format!("{:.2}", i.b_p99_ms),
             format!("{}/{}", i.b_ping_replies, i.b_pings_sent),
+            i.tap_dropped.to_string(),
+            i.backlog_dropped.to_string(),
         ]));
     }
     writeln!(w)?;

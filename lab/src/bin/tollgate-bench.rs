@@ -6,6 +6,8 @@
 //!   tollgate-bench                 full run (about 20 minutes); updates docs/benchmarks.md
 //!   tollgate-bench --quick         under 3 minutes; writes into target/bench-quick/ only
 //!   tollgate-bench --report FILE   regenerates the page from a saved JSON file
+//!   tollgate-bench --only latency,isolation   those scenarios of the full run; writes into
+//!                                  target/bench-only/ (for working on one of them)
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -21,6 +23,10 @@ struct Args {
     /// Regenerate the page and plots from this JSON file instead of measuring.
     #[arg(long, value_name = "JSON")]
     report: Option<PathBuf>,
+    /// Only these scenarios of the full (or quick) plan, comma-separated: ceiling, accuracy,
+    /// latency, isolation, scale. Results go to target/bench-only/.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 fn timestamp() -> String {
@@ -34,8 +40,22 @@ fn timestamp() -> String {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let (results, md, plots, plots_rel) = if args.quick {
-        let d = PathBuf::from("target/bench-quick");
+    if let Some(bad) = args
+        .only
+        .iter()
+        .find(|s| !bench::SCENARIOS.contains(&s.as_str()))
+    {
+        bail!(
+            "--only: unknown scenario {bad:?}; expected some of {}",
+            bench::SCENARIOS.join(", ")
+        );
+    }
+    let (results, md, plots, plots_rel) = if args.quick || !args.only.is_empty() {
+        let d = PathBuf::from(if args.only.is_empty() {
+            "target/bench-quick"
+        } else {
+            "target/bench-only"
+        });
         (d.clone(), d.join("benchmarks.md"), d.join("plots"), "plots")
     } else {
         (
@@ -57,17 +77,22 @@ fn main() -> Result<()> {
                 bail!("cannot run the benchmark: {why}");
             }
             let shaper = lab::sibling_binary("tollgate-shaper")?;
-            let plan = if args.quick {
+            let mut plan = if args.quick {
                 Plan::quick()
             } else {
                 Plan::full()
             };
+            plan.only = args.only.clone();
             let started = std::time::Instant::now();
             let mut r = bench::run(&plan, &shaper, |line| eprintln!("{line}"))?;
-            r.command = if args.quick {
-                "bash bench/run.sh --quick".into()
-            } else {
-                "bash bench/run.sh".into()
+            r.command = match (args.quick, args.only.is_empty()) {
+                (true, true) => "bash bench/run.sh --quick".into(),
+                (false, true) => "bash bench/run.sh".into(),
+                (quick, false) => format!(
+                    "bash bench/run.sh {}--only {}",
+                    if quick { "--quick " } else { "" },
+                    args.only.join(",")
+                ),
             };
             let ts = timestamp();
             r.date = ts.clone();

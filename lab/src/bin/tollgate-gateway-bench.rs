@@ -29,6 +29,13 @@ struct Args {
     /// Leave the gateway to the namespace's deletion instead of `tollgate destroy`.
     #[arg(long)]
     no_destroy: bool,
+    /// Measurements per point; the point reports their median.
+    #[arg(long, default_value_t = 1)]
+    reps: u32,
+    /// Grow one lab through the tenant counts (in the order given) after a discarded warm-up
+    /// measurement, instead of a fresh lab per point.
+    #[arg(long)]
+    grow: bool,
     /// Where to write the figures (JSON).
     #[arg(long)]
     out: PathBuf,
@@ -48,7 +55,12 @@ fn main() -> Result<()> {
         tenants: a.tenants,
         secs: a.secs,
         destroy: !a.no_destroy,
+        reps: a.reps,
+        grow: a.grow,
     };
+    if plan.grow && plan.destroy {
+        bail!("--grow keeps one lab through every count: use it with --no-destroy");
+    }
     // each point on stdout as one `POINT <json>` line as soon as it is measured: from the VM
     // only stdout comes back, and a run cut short keeps its points
     let points = run(
