@@ -22,8 +22,9 @@ TENANTS=${TENANTS:-1,1000,10000}
 SECS=${SECS:-5}
 OFFLOADS=${OFFLOADS:-off,on}
 REPS=${REPS:-1}
-GROW_ARG=()
-if [ "${GROW:-0}" = 1 ]; then GROW_ARG=(--grow); fi
+# a grown lab is never destroyed point by point (the VM run never destroys)
+GROW_ARG=() HOST_DESTROY_ARG=()
+if [ "${GROW:-0}" = 1 ]; then GROW_ARG=(--grow) HOST_DESTROY_ARG=(--no-destroy); fi
 bash scripts/deps.sh
 cargo build --release --quiet -p tollgate -p tollgate-lab
 BIN=$PWD/target/release/tollgate-gateway-bench
@@ -34,7 +35,7 @@ case "$WHERE" in
   host)
     "$BIN" --tunnel vxlan --tunnel-mode external --isolation table --offload off \
       --tenants "$TENANTS" --secs "$SECS" --reps "$REPS" \
-      "${GROW_ARG[@]}" ${GROW_ARG:+--no-destroy} --out "$OUT" |
+      "${GROW_ARG[@]}" "${HOST_DESTROY_ARG[@]}" --out "$OUT" |
       grep -v '^POINT '
     ;;
   vm)

@@ -2,7 +2,8 @@
 # Installs what tollgate's demo, tests and benchmarks drive (Debian, as root). Idempotent.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-pkgs=(iproute2 nftables iperf3 iputils-ping procps kmod make systemd)
+# python3: the benchmark scripts read iperf3's JSON with it
+pkgs=(iproute2 nftables iperf3 iputils-ping procps kmod make systemd python3)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -514,11 +514,10 @@ impl Cx<'_> {
                         ),
                     ));
                 }
-                let mut s = Shaping::new(rate, burst.unwrap_or(0), queue);
-                match r.gso.as_ref().map(|g| (g, g.get_ref().as_str())) {
-                    None | Some((_, "auto")) => {}
-                    Some((_, "split")) => s.split_gso = true,
-                    Some((_, "keep")) => s.split_gso = false,
+                let split_gso = match r.gso.as_ref().map(|g| (g, g.get_ref().as_str())) {
+                    None | Some((_, "auto")) => rate < SPLIT_GSO_BELOW,
+                    Some((_, "split")) => true,
+                    Some((_, "keep")) => false,
                     Some((g, other)) => {
                         return Err(self.err(
                             g,
@@ -526,10 +525,10 @@ impl Cx<'_> {
                             format!("{other:?}: expected \"auto\", \"split\" or \"keep\""),
                         ));
                     }
-                }
-                if burst.is_none() {
-                    s.burst = default_burst(rate, s.split_gso);
-                }
+                };
+                let burst = burst.unwrap_or_else(|| default_burst(rate, split_gso));
+                let mut s = Shaping::new(rate, burst, queue);
+                s.split_gso = split_gso;
                 if let Some(f) = &r.queue_frames {
                     s.frames = u64::try_from(*f.get_ref())
                         .ok()

@@ -410,7 +410,7 @@ fn sample_counter(ns: &Netns, dir: &Path, dev: &str, counter: &str, secs: u32) -
 
 /// The largest rate (Mbit/s) between two consecutive counter samples (`<ns> <bytes>` lines) in
 /// the 3 s from the first sample after which bytes arrived; 0 if nothing arrived.
-pub fn first_3s_peak(samples: &str) -> f64 {
+fn first_3s_peak(samples: &str) -> f64 {
     let pts: Vec<(u64, u64)> = samples
         .lines()
         .filter_map(|l| {

@@ -20,13 +20,13 @@
 //! closed, like the netdev redirect).
 
 use super::nft::{
-    concat, fresh_table, interval_set, local_daddr_by, matches, meta, not_first_fragment, payload,
-    port_expr, rule, s,
+    chain, concat, fresh_table, interval_set, local_daddr_by, matches, meta, not_first_fragment,
+    payload, port_expr, rule, s,
 };
 use nftables::expr::{Expression, MetaKey, NamedExpression};
-use nftables::schema::{Chain, Map, NfListObject, Nftables, SetType, SetTypeValue};
+use nftables::schema::{Map, NfListObject, Nftables, SetType, SetTypeValue};
 use nftables::stmt::{Counter, FWD, Mangle, Statement};
-use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+use nftables::types::{NfFamily, NfHook};
 use std::borrow::Cow;
 use std::collections::BTreeSet;
 use tollgate::config::{Config, Isolation, PortRange, TunnelMode};
@@ -217,18 +217,7 @@ impl GatewayShaping {
         let devices: BTreeSet<&str> = self.tenants.iter().map(|t| t.ingress.as_str()).collect();
         for dev in devices {
             let name = format!("ingress_{dev}");
-            b.add(NfListObject::Chain(Chain {
-                family,
-                table: table.clone(),
-                name: Cow::Owned(name.clone()),
-                newname: None,
-                handle: None,
-                _type: Some(NfChainType::Filter),
-                hook: Some(NfHook::Ingress),
-                prio: Some(0),
-                dev: Some(Cow::Owned(dev.to_string())),
-                policy: Some(NfChainPolicy::Accept),
-            }));
+            b.add(chain(family, &table, &name, NfHook::Ingress, Some(dev), 0));
             for (stmts, nonempty) in [
                 (&by_all, !all.is_empty()),
                 (&by_port, !ports.is_empty()),

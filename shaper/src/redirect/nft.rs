@@ -270,18 +270,14 @@ pub fn ruleset(sel: &Selection, tap: &str, mode: RedirectMode, mark: u32) -> Nft
     }
     for (n, dev) in sel.devices.iter().enumerate() {
         let on = |d: &str| d == dev.as_str();
-        let hosts: Vec<_> = sel
-            .hosts
-            .iter()
-            .filter(|(d, _)| on(d))
-            .map(|(_, net)| prefix(net))
-            .collect();
-        let fragments: Vec<_> = sel
-            .fragments
-            .iter()
-            .filter(|(d, _)| on(d))
-            .map(|(_, net)| prefix(net))
-            .collect();
+        let sources_on = |list: &[(String, tollgate::config::Ipv4Net)]| -> Vec<_> {
+            list.iter()
+                .filter(|(d, _)| on(d))
+                .map(|(_, net)| prefix(net))
+                .collect()
+        };
+        let hosts = sources_on(&sel.hosts);
+        let fragments = sources_on(&sel.fragments);
         let ports: Vec<_> = sel
             .ports
             .iter()
@@ -293,11 +289,8 @@ pub fn ruleset(sel: &Selection, tap: &str, mode: RedirectMode, mark: u32) -> Nft
             format!("ports_{n}"),
             format!("fragments_{n}"),
         );
-        let rules = [
-            (hosts_set.as_str(), !hosts.is_empty()),
-            (ports_set.as_str(), !ports.is_empty()),
-            (fragments_set.as_str(), !fragments.is_empty()),
-        ];
+        // a rule only for a set with elements
+        let used = [!hosts.is_empty(), !ports.is_empty(), !fragments.is_empty()];
         b.add(set(&hosts_set, vec![SetType::Ipv4Addr], hosts));
         b.add(set(&fragments_set, vec![SetType::Ipv4Addr], fragments));
         b.add(set(
@@ -340,12 +333,11 @@ pub fn ruleset(sel: &Selection, tap: &str, mode: RedirectMode, mark: u32) -> Nft
             not_first_fragment(),
             matches(payload("ip", "saddr"), at(&fragments_set)),
         ];
-        for ((_, nonempty), selects) in
-            rules
-                .iter()
-                .zip([&by_host[..], &by_port[..], &by_fragment[..]])
+        for (used, selects) in used
+            .into_iter()
+            .zip([&by_host[..], &by_port[..], &by_fragment[..]])
         {
-            if !nonempty {
+            if !used {
                 continue;
             }
             let mut stmts: Vec<Statement<'static>> = device_match.iter().cloned().collect();
@@ -360,7 +352,7 @@ pub fn ruleset(sel: &Selection, tap: &str, mode: RedirectMode, mark: u32) -> Nft
 }
 
 /// A base chain of the filter type, policy accept, on `hook` (`dev` for netdev ingress).
-fn chain(
+pub(super) fn chain(
     family: NfFamily,
     table: &str,
     name: &str,
