@@ -6,11 +6,12 @@
 use super::plan::{Change, Extra};
 use super::{GatewayError, Prepared, desired, gateway, nft, observe, plan, read_sysctls};
 use crate::config::{Config, GatewayConfig};
+use crate::kernel::ifindex::IndexChooser;
 use crate::kernel::model::{self, Link, LinkKind};
 use crate::kernel::netlink::{Netlink, RouteAdd};
 use crate::kernel::state::{self, Lock};
 use crate::kernel::sysctl::{self, Journal};
-use crate::names::RUN_DIR;
+use crate::names::{self, RUN_DIR};
 use std::path::{Path, PathBuf};
 
 /// The holder name of the gateway in the sysctl journal.
@@ -64,14 +65,42 @@ fn link_settings(link: &Link, name: &str) -> std::io::Result<()> {
         .try_for_each(|(k, v)| sysctl::write(k, v))
 }
 
-fn execute(nl: &Netlink, d: &desired::Desired, c: &Change) -> Result<(), GatewayError> {
+/// Creates `link`: a per-tenant device at an index `indexes` chooses, a shared one (the
+/// external tunnel device) where the kernel puts it, its bucket then closed to tenants.
+fn create_link(
+    nl: &Netlink,
+    link: &Link,
+    indexes: &mut Option<IndexChooser>,
+) -> Result<(), GatewayError> {
+    let per_tenant = link.name != names::EXTERNAL_DEV;
+    let index = match indexes.as_mut() {
+        Some(c) if per_tenant => c.choose(),
+        _ => None,
+    };
+    nl.link_create_then(link, index, |n| link_settings(link, n))?;
+    if !per_tenant && let Some(c) = indexes.as_mut() {
+        c.share(nl.link_index(&link.name)?);
+    }
+    Ok(())
+}
+
+/// What [`apply`] carries along while executing changes.
+struct Executor<'a> {
+    nl: &'a Netlink,
+    desired: &'a desired::Desired,
+    /// None while destroying (nothing is created then).
+    indexes: Option<IndexChooser>,
+}
+
+fn execute(x: &mut Executor, c: &Change) -> Result<(), GatewayError> {
+    let (nl, d) = (x.nl, x.desired);
     match c {
         // held and released through the journal (apply, destroy), not one by one
         Change::Sysctl { .. } | Change::RestoreSysctl { .. } => {}
-        Change::CreateLink { link } => nl.link_create_then(link, |n| link_settings(link, n))?,
+        Change::CreateLink { link } => create_link(nl, link, &mut x.indexes)?,
         Change::RecreateLink { link, .. } => {
             nl.link_delete(&link.name)?;
-            nl.link_create_then(link, |n| link_settings(link, n))?;
+            create_link(nl, link, &mut x.indexes)?;
         }
         Change::SetMaster { link, master } => nl.link_set_master(link, master.as_deref())?,
         Change::SetUp { link } => nl.link_set_up(link)?,
@@ -120,6 +149,25 @@ fn undo(c: &Change) -> Option<Change> {
     })
 }
 
+/// Indexes for the per-tenant devices this apply makes: every device that is not one of
+/// tollgate's per-tenant devices keeps its hash bucket to itself.
+fn index_chooser(p: &Prepared) -> IndexChooser {
+    let tenants: std::collections::BTreeSet<u32> = p
+        .observed
+        .links
+        .iter()
+        .filter(|l| l.name != names::EXTERNAL_DEV)
+        .map(|l| l.index)
+        .collect();
+    let shared = p
+        .snapshot
+        .links
+        .iter()
+        .map(|l| l.index)
+        .filter(|i| !tenants.contains(i));
+    IndexChooser::new(shared, tenants.iter().copied())
+}
+
 /// Carries out a prepared plan. On failure, undoes what this run created, newest first.
 pub fn apply(config: &Config, p: &Prepared) -> Result<(), GatewayError> {
     let gw = gateway(config)?;
@@ -142,13 +190,18 @@ pub fn apply(config: &Config, p: &Prepared) -> Result<(), GatewayError> {
         .collect();
     journal.hold(HOLDER, &wants)?;
     let nl = Netlink::new()?;
+    let mut x = Executor {
+        nl: &nl,
+        desired: &p.desired,
+        indexes: Some(index_chooser(p)),
+    };
     let mut done: Vec<&Change> = Vec::new();
     for c in &p.changes {
-        if let Err(e) = execute(&nl, &p.desired, c) {
+        if let Err(e) = execute(&mut x, c) {
             let mut undone = 0;
             for d in done.iter().rev() {
                 if let Some(u) = undo(d) {
-                    match execute(&nl, &p.desired, &u) {
+                    match execute(&mut x, &u) {
                         Ok(()) => undone += 1,
                         Err(e2) => tracing::error!("undoing `{d}`: {e2}"),
                     }
@@ -231,7 +284,12 @@ pub fn destroy(config: &Config, changes: &[Change]) -> Result<(), GatewayError> 
     let gw = gateway(config)?;
     let nl = Netlink::new()?;
     let empty = desired::Desired::default();
-    let mut failed = run_all(changes, |c| match execute(&nl, &empty, c) {
+    let mut x = Executor {
+        nl: &nl,
+        desired: &empty,
+        indexes: None,
+    };
+    let mut failed = run_all(changes, |c| match execute(&mut x, c) {
         Err(e) if already_gone(&e) => Ok(()),
         r => r,
     });

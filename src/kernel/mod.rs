@@ -14,6 +14,7 @@
 
 pub mod caps;
 pub mod conntrack;
+pub mod ifindex;
 pub mod model;
 pub mod netlink;
 pub mod nft;

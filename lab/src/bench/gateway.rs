@@ -18,7 +18,12 @@
 //! previous one (apply is idempotent and only adds the new tenants), a warm-up measurement is
 //! taken and discarded first, and each point is measured `reps` times and reported as the
 //! median, with every repetition kept.
+//!
+//! Every point waits for the machine to go quiet after its apply (see [`settle`]) and records
+//! how long that took: thousands of new devices keep kernel workers busy after `apply`
+//! returns, longest under emulation.
 
+use super::settle::{Settled, settle};
 use crate::{GatewayLab, Netns, Proc, iperf3_server, wait_iperf3_idle, with_filler_tenants};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -45,6 +50,9 @@ pub struct Point {
     pub apply_s: f64,
     /// None when the point was not destroyed by tollgate.
     pub destroy_s: Option<f64>,
+    /// The wait for the machine to go quiet after the apply, before measuring.
+    #[serde(default)]
+    pub settled: Option<Settled>,
     /// Medians over the repetitions.
     pub eip: PathFigures,
     pub operator: PathFigures,
@@ -78,6 +86,11 @@ pub struct Plan {
 const EIP: &str = "203.0.113.11";
 const OPERATOR_HOST: &str = "172.31.0.99";
 const PORT: u16 = 5201;
+/// Quiet means under 5 % busy over 5 s; a machine that never gets there is measured after
+/// 30 minutes anyway, and the report says how busy it was.
+const SETTLE_WINDOW: Duration = Duration::from_secs(5);
+const SETTLE_BUSY: f64 = 0.05;
+const SETTLE_MAX: Duration = Duration::from_secs(1800);
 
 /// The lab's config for `n` tenants: user1 alone for 1, else fillers before the lab's two.
 /// user1 lets the benchmark's port in.
@@ -188,6 +201,15 @@ fn point(
         );
     }
     let policy_rules = lab.gw.ip(&["rule", "show"])?.lines().count();
+    // the kernel finishes with new devices after apply returns: measure the path, not that
+    let settled = settle(SETTLE_WINDOW, SETTLE_BUSY, SETTLE_MAX)?;
+    log(&format!(
+        "  settled in {:.0} s ({:.0} % busy in the last {} s; busiest meanwhile: {})",
+        settled.waited_s,
+        settled.busy * 100.0,
+        SETTLE_WINDOW.as_secs(),
+        settled.busiest.join(", ")
+    ));
     let dir = lab.dir.path();
     let _tenant_server = iperf3_server(&lab.t1, dir, PORT, None)?;
     let _operator_server = iperf3_server(&lab.sw, dir, PORT, None)?;
@@ -226,6 +248,7 @@ fn point(
         policy_rules,
         apply_s,
         destroy_s,
+        settled: Some(settled),
         eip: median(&eip_runs),
         operator: median(&operator_runs),
         eip_runs,

@@ -18,6 +18,7 @@
 
 pub mod gateway;
 pub mod report;
+pub mod settle;
 
 use crate::harness::spawn_shaper;
 use crate::{Netns, Proc, SERVER, UploadLab};

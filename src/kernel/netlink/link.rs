@@ -38,17 +38,19 @@ impl Netlink {
 
     /// Creates `l` with its alias, enslaves it to its master and brings it up.
     pub fn link_create(&self, l: &Link) -> Result<(), NetlinkError> {
-        self.link_create_then(l, |_| Ok(()))
+        self.link_create_then(l, None, |_| Ok(()))
     }
 
-    /// [`Netlink::link_create`], running `before_up` (given the name) just before the link
-    /// comes up: for settings that must hold from its first packet.
+    /// [`Netlink::link_create`] with interface index `index` (None: the kernel's choice),
+    /// running `before_up` (given the name) just before the link comes up: for settings that
+    /// must hold from its first packet.
     pub fn link_create_then(
         &self,
         l: &Link,
+        index: Option<u32>,
         before_up: impl FnOnce(&str) -> std::io::Result<()>,
     ) -> Result<(), NetlinkError> {
-        let msg = match &l.kind {
+        let mut msg = match &l.kind {
             LinkKind::Vrf { table } => LinkVrf::new(&l.name, *table).build(),
             LinkKind::Vxlan {
                 vni,
@@ -92,6 +94,9 @@ impl Netlink {
             }
             LinkKind::Macvlan { lower, mac } => self.macvlan_message(&l.name, lower, *mac)?,
         };
+        if let Some(i) = index {
+            msg.header.index = i;
+        }
         self.link_add(msg, format!("create {l}"))?;
         // the kernel takes IFLA_IFALIAS only on a change, not at creation
         if let Err(e) = self.link_set_alias(&l.name, &l.alias()) {
