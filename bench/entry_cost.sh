@@ -12,7 +12,7 @@
 #   bash bench/entry_cost.sh tables|macvlans     knobs: N (10000), REPS (5), SECS (3)
 #   bash bench/entry_cost.sh devices|devices-spread [vm]
 #                         N devices that carry no traffic (macvlans on a spare veth): only
-#                         their number, which kernels before 6.6 pay for in every lookup of a
+#                         their number, which the kernel pays for in every lookup of a
 #                         device by index (a 256-bucket hash); "spread" gives them indexes
 #                         outside the buckets of index 0 and the router's own devices, as
 #                         tollgate does for its per-tenant devices. "vm" runs it in the VM

@@ -78,6 +78,12 @@ pub fn shaper_macvlan(id: u32) -> String {
     format!("tgs{id}")
 }
 
+/// True when `name` is one [`shaper_macvlan`] could give (whatever the id).
+pub fn is_shaper_macvlan_name(name: &str) -> bool {
+    name.strip_prefix("tgs")
+        .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// The MAC of [`shaper_macvlan`]`(id)`: locally administered, unicast, the id in its last four
 /// bytes, so the redirect (which stamps it) and the shaper (which classifies by it) agree
 /// without asking each other.

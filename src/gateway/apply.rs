@@ -6,7 +6,7 @@
 use super::plan::{Change, Extra};
 use super::{GatewayError, Prepared, desired, gateway, nft, observe, plan, read_sysctls};
 use crate::config::{Config, GatewayConfig};
-use crate::kernel::ifindex::IndexChooser;
+use crate::kernel::ifindex::{self, IndexChooser};
 use crate::kernel::model::{self, Link, LinkKind};
 use crate::kernel::netlink::{Netlink, RouteAdd};
 use crate::kernel::state::{self, Lock};
@@ -77,7 +77,18 @@ fn create_link(
         Some(c) if per_tenant => c.choose(),
         _ => None,
     };
-    nl.link_create_then(link, index, |n| link_settings(link, n))?;
+    match nl.link_create_then(link, index, |n| link_settings(link, n)) {
+        // the index was taken since the snapshot (someone else made a device): the kernel's
+        // choice still works, only the bucket is not ours to pick
+        Err(e) if index.is_some() && e.errno() == Some(libc::EBUSY) => {
+            tracing::warn!(
+                "index {index:?} for {} was taken meanwhile: using the kernel's choice",
+                link.name
+            );
+            nl.link_create_then(link, None, |n| link_settings(link, n))?;
+        }
+        r => r?,
+    }
     if !per_tenant && let Some(c) = indexes.as_mut() {
         c.share(nl.link_index(&link.name)?);
     }
@@ -149,25 +160,6 @@ fn undo(c: &Change) -> Option<Change> {
     })
 }
 
-/// Indexes for the per-tenant devices this apply makes: every device that is not one of
-/// tollgate's per-tenant devices keeps its hash bucket to itself.
-fn index_chooser(p: &Prepared) -> IndexChooser {
-    let tenants: std::collections::BTreeSet<u32> = p
-        .observed
-        .links
-        .iter()
-        .filter(|l| l.name != names::EXTERNAL_DEV)
-        .map(|l| l.index)
-        .collect();
-    let shared = p
-        .snapshot
-        .links
-        .iter()
-        .map(|l| l.index)
-        .filter(|i| !tenants.contains(i));
-    IndexChooser::new(shared, tenants.iter().copied())
-}
-
 /// Carries out a prepared plan. On failure, undoes what this run created, newest first.
 pub fn apply(config: &Config, p: &Prepared) -> Result<(), GatewayError> {
     let gw = gateway(config)?;
@@ -193,7 +185,7 @@ pub fn apply(config: &Config, p: &Prepared) -> Result<(), GatewayError> {
     let mut x = Executor {
         nl: &nl,
         desired: &p.desired,
-        indexes: Some(index_chooser(p)),
+        indexes: Some(ifindex::chooser_for(&p.snapshot.links)),
     };
     let mut done: Vec<&Change> = Vec::new();
     for c in &p.changes {

@@ -151,7 +151,7 @@ fn try_feature(nl: &Netlink, f: Feature) -> Result<(), String> {
         }
         Feature::VrfEntry => {
             nl.link_create_veth("p-ve0", "p-ve1").map_err(text)?;
-            nl.link_create_macvlan("p-mv", "p-ve0", [2, 0, 0, 0, 0, 9])
+            nl.link_create_macvlan("p-mv", "p-ve0", [2, 0, 0, 0, 0, 9], None)
                 .map_err(text)?;
             load(
                 "table netdev p {\n\

@@ -1,11 +1,11 @@
 //! Interface indexes for per-tenant devices, chosen away from the devices traffic shares.
 //!
-//! Kernels before 6.6 find a device by index through a hash of 256 buckets (`index & 255`),
-//! each a list walked from the newest device. The forwarding path looks devices up by index
-//! on every route lookup (the input device, its VRF), so 30,000 per-tenant devices (10,000
-//! tenants) put about 120 devices in front of the public device, the underlay or `lo` in
-//! their buckets, and a lookup of index 0 (no device) walks a whole bucket to miss. Operator
-//! traffic, which belongs to no tenant, would pay for every tenant.
+//! The kernel finds a device by index through a hash of 256 buckets (`index & 255`; so does
+//! Debian's 6.1), each a list walked from the newest device. The forwarding path looks
+//! devices up by index on every route lookup (the input device, its VRF), so 30,000
+//! per-tenant devices (10,000 tenants) put about 120 devices in front of the public device,
+//! the underlay or `lo` in their buckets. Operator traffic, which belongs to no tenant, would
+//! pay for every tenant.
 //!
 //! So per-tenant devices are created with an index of tollgate's choosing (RTM_NEWLINK with
 //! `ifi_index` set, as `ip link add ... index N`): never in bucket 0 nor in the bucket of a
@@ -13,10 +13,35 @@
 //! anything of the operator's). A tenant's own lookups still walk its bucket of tenants, which
 //! no choice of index avoids.
 
+use crate::kernel::netlink::decode::LinkState;
+use crate::names;
 use std::collections::BTreeSet;
 
 /// Buckets in the kernel's device-index hash (`NETDEV_HASHENTRIES`).
 pub const BUCKETS: u32 = 256;
+
+/// True for a device that belongs to one tenant: the gateway's (its alias says tollgate made
+/// it; all but the shared external tunnel device) and the shaper's macvlans. Everything else
+/// is shared. (An alias is only a label: a foreign device that copies it merely loses its
+/// bucket's protection.)
+pub fn is_per_tenant(l: &LinkState) -> bool {
+    let gateway = l
+        .alias
+        .as_deref()
+        .is_some_and(|a| a.starts_with(names::ALIAS_PREFIX))
+        && l.name != names::EXTERNAL_DEV;
+    gateway || (l.kind == "macvlan" && names::is_shaper_macvlan_name(&l.name))
+}
+
+/// A chooser for a namespace whose devices are `links`.
+pub fn chooser_for(links: &[LinkState]) -> IndexChooser {
+    let (tenants, shared): (Vec<&LinkState>, Vec<&LinkState>) =
+        links.iter().partition(|l| is_per_tenant(l));
+    IndexChooser::new(
+        shared.iter().map(|l| l.index),
+        tenants.iter().map(|l| l.index),
+    )
+}
 
 /// Hands out free indexes outside the reserved buckets.
 #[derive(Clone, Debug)]
@@ -111,6 +136,45 @@ mod tests {
         // 259 is bucket 3: skipped once the chooser gets there
         let later: Vec<u32> = (0..300).filter_map(|_| c.choose()).collect();
         assert!(!later.iter().any(|i| i % BUCKETS == 3 || i % BUCKETS == 1));
+    }
+
+    fn link(index: u32, name: &str, alias: Option<&str>, kind: &str) -> LinkState {
+        LinkState {
+            index,
+            name: name.into(),
+            alias: alias.map(Into::into),
+            kind: kind.into(),
+            master: None,
+            lower: None,
+            up: true,
+        }
+    }
+
+    #[test]
+    fn tenants_devices_are_told_from_shared_ones() {
+        let links = [
+            link(1, "lo", None, ""),
+            link(2, "eth-pub", None, "veth"),
+            link(3, "tgtun", Some("tollgate: gretap external"), "gretap"),
+            link(4, "tgv7", Some("tollgate: vrf table 7"), "vrf"),
+            link(5, "tgs7", None, "macvlan"),
+            link(6, "tgsx", None, "macvlan"),
+            link(7, "tgs8", None, "veth"),
+        ];
+        let per: Vec<&str> = links
+            .iter()
+            .filter(|l| is_per_tenant(l))
+            .map(|l| l.name.as_str())
+            .collect();
+        assert_eq!(per, ["tgv7", "tgs7"]);
+        // the shared devices' buckets (1, 2, 3, 6, 7) and 0 stay closed; tenants' (4, 5) do not
+        let mut c = chooser_for(&links);
+        let got: Vec<u32> = (0..600).filter_map(|_| c.choose()).collect();
+        assert!(
+            got.iter()
+                .all(|i| ![0, 1, 2, 3, 6, 7].contains(&(i % BUCKETS)))
+        );
+        assert!(got.iter().any(|i| i % BUCKETS == 4) && got.iter().any(|i| i % BUCKETS == 5));
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod route;
 
 use nftables::types::NfFamily;
 use tollgate::config::{Config, RedirectMode, ShaperConfig};
+use tollgate::kernel::ifindex;
 use tollgate::kernel::netlink::Netlink;
 use tollgate::names;
 
@@ -63,8 +64,21 @@ pub fn create_macvlans(g: &gateway::GatewayShaping, tap: &str) -> Result<(), Red
         )));
     }
     let nl = Netlink::new()?;
+    // each at an index outside the hash buckets of shared devices, as the gateway's own
+    let mut indexes = ifindex::chooser_for(&nl.links()?);
     for t in &g.tenants {
-        nl.link_create_macvlan(&t.macvlan, tap, t.mac)?;
+        let index = indexes.choose();
+        match nl.link_create_macvlan(&t.macvlan, tap, t.mac, index) {
+            // taken meanwhile by someone else's device: the kernel's choice still works
+            Err(e) if index.is_some() && e.errno() == Some(libc::EBUSY) => {
+                tracing::warn!(
+                    "index {index:?} for {} was taken meanwhile: using the kernel's choice",
+                    t.macvlan
+                );
+                nl.link_create_macvlan(&t.macvlan, tap, t.mac, None)?;
+            }
+            r => r?,
+        }
         if let Some(v) = &t.vrf {
             nl.link_set_master(&t.macvlan, Some(v))?;
         }

@@ -120,14 +120,19 @@ impl Netlink {
         self.link_add(msg, format!("create veth {name} peer {peer}"))
     }
 
-    /// Creates a macvlan `name` on `lower` with address `mac` (down, no alias).
+    /// Creates a macvlan `name` on `lower` with address `mac` (down, no alias), at interface
+    /// index `index` (None: the kernel's choice).
     pub fn link_create_macvlan(
         &self,
         name: &str,
         lower: &str,
         mac: [u8; 6],
+        index: Option<u32>,
     ) -> Result<(), NetlinkError> {
-        let msg = self.macvlan_message(name, lower, mac)?;
+        let mut msg = self.macvlan_message(name, lower, mac)?;
+        if let Some(i) = index {
+            msg.header.index = i;
+        }
         self.link_add(msg, format!("create macvlan {name} on {lower}"))
     }
 

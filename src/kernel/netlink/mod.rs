@@ -111,6 +111,22 @@ impl Netlink {
         self.rt.block_on(f)
     }
 
+    /// Every link of the namespace (one dump, no addresses or routes).
+    pub fn links(&self) -> Result<Vec<LinkState>, NetlinkError> {
+        let h = self.handle.clone();
+        self.run(async move {
+            let links: Vec<_> = h
+                .link()
+                .get()
+                .execute()
+                .try_collect()
+                .await
+                .map_err(k("list links"))?;
+            let out: Vec<LinkState> = links.iter().filter_map(decode::link).collect();
+            Ok::<_, NetlinkError>(out)
+        })
+    }
+
     /// Every link, IPv4 address, route, rule and permanent neighbour, decoded.
     pub fn snapshot(&self) -> Result<Snapshot, NetlinkError> {
         let h = self.handle.clone();
