@@ -14,6 +14,8 @@
 # emulation needs: `TENANTS=1,10000 OFFLOADS=off REPS=5 GROW=1 bash bench/gateway.sh vm`). In the VM
 # the gateway is left to the namespace's deletion (tollgate destroy of 30,000 devices under
 # emulation takes long; destroy is shown by the tests).
+# Every point first waits until the CPU is quiet after its apply (under 5 % busy for 5 s; the
+# JSON records the wait and the busiest threads meanwhile).
 # Writes bench/results/gateway-<where>-<UTC timestamp>.json and prints a markdown table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
