@@ -44,7 +44,7 @@ pub fn matrix(
     extra: impl FnOnce(&GatewayLab, &str),
 ) {
     let lab = GatewayLab::new(tag, tunnel).expect("lab");
-    operator_devices_where_tenants_would_land(&lab.gw);
+    lab::operator_devices_where_tenants_would_land(&lab.gw, 1).expect("operator veth");
     let before = lab.gw.snapshot().expect("snapshot");
     let cfg = lab.dir.path().join("tollgate.toml");
     std::fs::write(
@@ -68,7 +68,7 @@ pub fn matrix(
         String::from_utf8_lossy(&plan.stdout)
     );
     ok(&tollgate(&lab.gw, &["apply", "-c", c]));
-    tenant_devices_keep_out_of_shared_buckets(&lab.gw);
+    lab::per_tenant_devices_outside_shared_buckets(&lab.gw).unwrap_or_else(|e| panic!("{e}"));
     let again = ok(&tollgate(&lab.gw, &["apply", "-c", c]));
     assert!(
         again.contains("no changes"),
@@ -106,53 +106,6 @@ pub fn matrix(
     );
     let again = ok(&tollgate(&lab.gw, &["destroy", "-c", c]));
     assert!(again.contains("nothing"), "{again}");
-}
-
-/// An operator's veth pair in the hash buckets of the next two indexes the kernel would hand
-/// out, so per-tenant devices made at the kernel's choice would share them.
-fn operator_devices_where_tenants_would_land(gw: &lab::Netns) {
-    let links: serde_json::Value =
-        serde_json::from_str(&gw.ip(&["-j", "link", "show"]).expect("links")).expect("ip -j");
-    let max = links
-        .as_array()
-        .expect("array")
-        .iter()
-        .filter_map(|l| l["ifindex"].as_u64())
-        .max()
-        .unwrap_or(1);
-    let (a, b) = ((max + 1 + 256).to_string(), (max + 2 + 256).to_string());
-    gw.ip(&[
-        "link", "add", "opx0", "index", &a, "type", "veth", "peer", "name", "opx1", "index", &b,
-    ])
-    .expect("operator veth");
-}
-
-/// Per-tenant devices are made at indexes outside the kernel's device-index hash buckets of
-/// every other device and of index 0 (those lookups would otherwise walk past tenants);
-/// returns how many per-tenant devices there are.
-fn tenant_devices_keep_out_of_shared_buckets(gw: &lab::Netns) -> usize {
-    let links: serde_json::Value =
-        serde_json::from_str(&gw.ip(&["-j", "link", "show"]).expect("links")).expect("ip -j");
-    let (mut tenant, mut shared) = (Vec::new(), vec![0u64]);
-    for l in links.as_array().expect("array") {
-        let index = l["ifindex"].as_u64().expect("ifindex");
-        let ours = l["ifalias"]
-            .as_str()
-            .is_some_and(|a| a.starts_with("tollgate: "));
-        if ours && l["ifname"] != "tgtun" {
-            tenant.push((index, l["ifname"].to_string()));
-        } else {
-            shared.push(index);
-        }
-    }
-    let buckets: std::collections::BTreeSet<u64> = shared.iter().map(|i| i % 256).collect();
-    for (index, name) in &tenant {
-        assert!(
-            !buckets.contains(&(index % 256)),
-            "{name} (index {index}) shares a hash bucket with a shared device or index 0: {shared:?}"
-        );
-    }
-    tenant.len()
 }
 
 #[test]
@@ -545,7 +498,9 @@ fn vm_inner_rules_do_not_grow_with_tenants() {
             );
         }
         let with_many = rules(&lab);
-        let spread = tenant_devices_keep_out_of_shared_buckets(&lab.gw);
+        let spread = lab::per_tenant_devices_outside_shared_buckets(&lab.gw)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .len();
         assert!(
             spread > 3 * VM_FILLERS as usize,
             "{mode}: {spread} tenant devices"

@@ -759,6 +759,70 @@ pub fn sibling_binary(name: &str) -> Result<PathBuf> {
     )))
 }
 
+/// (index, name, alias) of every device in `ns` (`ip -j link show`).
+fn device_indexes(ns: &Netns) -> Result<Vec<(u64, String, String)>> {
+    let v: serde_json::Value = serde_json::from_str(&ns.ip(&["-j", "link", "show"])?)
+        .map_err(|e| LabError::Other(format!("ip -j link show: {e}")))?;
+    Ok(v.as_array()
+        .ok_or_else(|| LabError::Other("ip -j link show: not an array".into()))?
+        .iter()
+        .filter_map(|l| {
+            Some((
+                l["ifindex"].as_u64()?,
+                l["ifname"].as_str().unwrap_or_default().to_string(),
+                l["ifalias"].as_str().unwrap_or_default().to_string(),
+            ))
+        })
+        .collect())
+}
+
+/// `pairs` operator veth pairs in `ns`, in the device-index hash buckets of the next
+/// 2 x `pairs` indexes the kernel would hand out: devices made at the kernel's choice after
+/// this would share their buckets.
+pub fn operator_devices_where_tenants_would_land(ns: &Netns, pairs: u64) -> Result<()> {
+    let max = device_indexes(ns)?.iter().map(|l| l.0).max().unwrap_or(1);
+    for p in 0..pairs {
+        let a = (max + 2 * p + 1 + 256).to_string();
+        let b = (max + 2 * p + 2 + 256).to_string();
+        let (na, nb) = (format!("opx{p}a"), format!("opx{p}b"));
+        ns.ip(&[
+            "link", "add", &na, "index", &a, "type", "veth", "peer", "name", &nb, "index", &b,
+        ])?;
+    }
+    Ok(())
+}
+
+/// The per-tenant devices of `ns` (the gateway's, recognised by their alias, all but the
+/// shared `tgtun`; the shaper's `tgs<id>` macvlans), after checking that none shares a
+/// device-index hash bucket with index 0 or with any other device.
+pub fn per_tenant_devices_outside_shared_buckets(ns: &Netns) -> Result<Vec<String>> {
+    let all = device_indexes(ns)?;
+    let per_tenant = |name: &str, alias: &str| {
+        (alias.starts_with("tollgate: ") && name != "tgtun")
+            || name
+                .strip_prefix("tgs")
+                .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let shared: Vec<u64> = std::iter::once(0)
+        .chain(
+            all.iter()
+                .filter(|(_, n, a)| !per_tenant(n, a))
+                .map(|l| l.0),
+        )
+        .collect();
+    let buckets: std::collections::BTreeSet<u64> = shared.iter().map(|i| i % 256).collect();
+    let mut out = Vec::new();
+    for (index, name, _) in all.iter().filter(|(_, n, a)| per_tenant(n, a)) {
+        if buckets.contains(&(index % 256)) {
+            return Err(LabError::Other(format!(
+                "{name} (index {index}) shares a hash bucket with a shared device or index 0: {shared:?}"
+            )));
+        }
+        out.push(name.clone());
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1026,7 +1026,7 @@ fn gateway_tenants_are_shaped(mode: &str) {
         return;
     };
     let g = lab::GatewayLab::new("gts", "vxlan").expect("lab");
-    operator_devices_where_tenants_would_land(&g.gw);
+    lab::operator_devices_where_tenants_would_land(&g.gw, 2).expect("operator veths");
     let before = g.gw.snapshot().expect("snapshot");
     let state = g.dir.path().join("state");
     let cfg = g.dir.path().join("tollgate.toml");
@@ -1063,8 +1063,10 @@ fn gateway_tenants_are_shaped(mode: &str) {
         tollgate(&["plan", "-c", c]).contains("no changes"),
         "the shaper disturbed the gateway"
     );
+    let per_tenant =
+        lab::per_tenant_devices_outside_shared_buckets(&g.gw).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        tenant_devices_keep_out_of_shared_buckets(&g.gw),
+        per_tenant.iter().filter(|n| n.starts_with("tgs")).count(),
         2,
         "the shaper's macvlans"
     );
@@ -1197,68 +1199,6 @@ fn gateway_tenants_are_shaped_external() {
 }
 
 /// A one-off iperf3 server in `ns` on port 5201, bound to VRF `vrf`, reporting JSON.
-/// `ip -j link show` of `ns`: (index, name, alias) of every device.
-fn links(ns: &lab::Netns) -> Vec<(u64, String, String)> {
-    let v: serde_json::Value =
-        serde_json::from_str(&ns.ip(&["-j", "link", "show"]).expect("links")).expect("ip -j");
-    v.as_array()
-        .expect("array")
-        .iter()
-        .map(|l| {
-            (
-                l["ifindex"].as_u64().expect("ifindex"),
-                l["ifname"].as_str().unwrap_or_default().to_string(),
-                l["ifalias"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
-}
-
-/// Two operator veth pairs in the hash buckets of the next four indexes the kernel would hand
-/// out (the TAP's and the shaper's first macvlans'), so devices made at the kernel's choice
-/// would share them.
-fn operator_devices_where_tenants_would_land(gw: &lab::Netns) {
-    let max = links(gw).iter().map(|l| l.0).max().unwrap_or(1);
-    for (k, (a, b)) in [("opx", (1, 2)), ("opy", (3, 4))] {
-        let (ia, ib) = ((max + a + 256).to_string(), (max + b + 256).to_string());
-        let (na, nb) = (format!("{k}0"), format!("{k}1"));
-        gw.ip(&[
-            "link", "add", &na, "index", &ia, "type", "veth", "peer", "name", &nb, "index", &ib,
-        ])
-        .expect("operator veth");
-    }
-}
-
-/// Asserts that the shaper's macvlans (`tgs<id>`) sit in no hash bucket of a shared device
-/// (anything but the gateway's and the shaper's per-tenant devices) nor of index 0; returns
-/// how many there are.
-fn tenant_devices_keep_out_of_shared_buckets(gw: &lab::Netns) -> usize {
-    let all = links(gw);
-    let per_tenant = |name: &str, alias: &str| {
-        (alias.starts_with("tollgate: ") && name != "tgtun")
-            || name
-                .strip_prefix("tgs")
-                .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
-    };
-    let shared: Vec<u64> = std::iter::once(0)
-        .chain(
-            all.iter()
-                .filter(|(_, n, a)| !per_tenant(n, a))
-                .map(|l| l.0),
-        )
-        .collect();
-    let buckets: std::collections::BTreeSet<u64> = shared.iter().map(|i| i % 256).collect();
-    let mut shaper = 0;
-    for (index, name, _) in all.iter().filter(|(_, n, a)| per_tenant(n, a)) {
-        assert!(
-            !buckets.contains(&(index % 256)),
-            "{name} (index {index}) shares a hash bucket with a shared device: {shared:?}"
-        );
-        shaper += usize::from(name.starts_with("tgs"));
-    }
-    shaper
-}
-
 fn vrf_server(g: &lab::GatewayLab, vrf: &str, tag: &str) -> lab::Proc {
     let mut c = g.gw.command("iperf3");
     c.args(["-s", "-p", "5201", "--bind-dev", vrf, "--one-off", "-J"]);

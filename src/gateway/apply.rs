@@ -77,18 +77,7 @@ fn create_link(
         Some(c) if per_tenant => c.choose(),
         _ => None,
     };
-    match nl.link_create_then(link, index, |n| link_settings(link, n)) {
-        // the index was taken since the snapshot (someone else made a device): the kernel's
-        // choice still works, only the bucket is not ours to pick
-        Err(e) if index.is_some() && e.errno() == Some(libc::EBUSY) => {
-            tracing::warn!(
-                "index {index:?} for {} was taken meanwhile: using the kernel's choice",
-                link.name
-            );
-            nl.link_create_then(link, None, |n| link_settings(link, n))?;
-        }
-        r => r?,
-    }
+    nl.link_create_then(link, index, |n| link_settings(link, n))?;
     if !per_tenant && let Some(c) = indexes.as_mut() {
         c.share(nl.link_index(&link.name)?);
     }

@@ -67,18 +67,7 @@ pub fn create_macvlans(g: &gateway::GatewayShaping, tap: &str) -> Result<(), Red
     // each at an index outside the hash buckets of shared devices, as the gateway's own
     let mut indexes = ifindex::chooser_for(&nl.links()?);
     for t in &g.tenants {
-        let index = indexes.choose();
-        match nl.link_create_macvlan(&t.macvlan, tap, t.mac, index) {
-            // taken meanwhile by someone else's device: the kernel's choice still works
-            Err(e) if index.is_some() && e.errno() == Some(libc::EBUSY) => {
-                tracing::warn!(
-                    "index {index:?} for {} was taken meanwhile: using the kernel's choice",
-                    t.macvlan
-                );
-                nl.link_create_macvlan(&t.macvlan, tap, t.mac, None)?;
-            }
-            r => r?,
-        }
+        nl.link_create_macvlan(&t.macvlan, tap, t.mac, indexes.choose())?;
         if let Some(v) = &t.vrf {
             nl.link_set_master(&t.macvlan, Some(v))?;
         }

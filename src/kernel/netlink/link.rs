@@ -150,14 +150,27 @@ impl Netlink {
         )
     }
 
-    /// Sends a link creation request; `what` names it in an error.
+    /// Sends a link creation request; `what` names it in an error. A chosen index that was
+    /// taken since it was chosen (EBUSY: someone else made a device meanwhile) falls back to
+    /// the kernel's choice: the device still works, only its hash bucket is not ours to pick.
     fn link_add(
         &self,
-        msg: rtnetlink::packet_route::link::LinkMessage,
+        mut msg: rtnetlink::packet_route::link::LinkMessage,
         what: String,
     ) -> Result<(), NetlinkError> {
-        let h = self.handle.clone();
-        self.run(async move { h.link().add(msg).execute().await.map_err(k(what)) })
+        let send = |msg: rtnetlink::packet_route::link::LinkMessage, what: String| {
+            let h = self.handle.clone();
+            self.run(async move { h.link().add(msg).execute().await.map_err(k(what)) })
+        };
+        let index = msg.header.index;
+        match send(msg.clone(), what.clone()) {
+            Err(e) if index != 0 && e.errno() == Some(libc::EBUSY) => {
+                tracing::warn!("{what}: index {index} was taken meanwhile, the kernel chooses");
+                msg.header.index = 0;
+                send(msg, what)
+            }
+            r => r,
+        }
     }
 
     pub fn link_set_alias(&self, name: &str, alias: &str) -> Result<(), NetlinkError> {

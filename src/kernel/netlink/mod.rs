@@ -47,6 +47,18 @@ impl NetlinkError {
     }
 }
 
+/// Every link, decoded (one RTM_GETLINK dump).
+async fn dump_links(h: &rtnetlink::Handle) -> Result<Vec<LinkState>, NetlinkError> {
+    let links: Vec<_> = h
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(k("list links"))?;
+    Ok(links.iter().filter_map(decode::link).collect())
+}
+
 pub(crate) fn k(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
     let what = what.into();
     move |err| NetlinkError::Kernel { what, err }
@@ -114,32 +126,17 @@ impl Netlink {
     /// Every link of the namespace (one dump, no addresses or routes).
     pub fn links(&self) -> Result<Vec<LinkState>, NetlinkError> {
         let h = self.handle.clone();
-        self.run(async move {
-            let links: Vec<_> = h
-                .link()
-                .get()
-                .execute()
-                .try_collect()
-                .await
-                .map_err(k("list links"))?;
-            let out: Vec<LinkState> = links.iter().filter_map(decode::link).collect();
-            Ok::<_, NetlinkError>(out)
-        })
+        self.run(async move { dump_links(&h).await })
     }
 
     /// Every link, IPv4 address, route, rule and permanent neighbour, decoded.
     pub fn snapshot(&self) -> Result<Snapshot, NetlinkError> {
         let h = self.handle.clone();
         self.run(async move {
-            let mut s = Snapshot::default();
-            let links: Vec<_> = h
-                .link()
-                .get()
-                .execute()
-                .try_collect()
-                .await
-                .map_err(k("list links"))?;
-            s.links = links.iter().filter_map(decode::link).collect();
+            let mut s = Snapshot {
+                links: dump_links(&h).await?,
+                ..Snapshot::default()
+            };
             let names = s.names();
             let addrs: Vec<_> = h
                 .address()
