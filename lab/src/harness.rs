@@ -208,7 +208,60 @@ pub fn connectivity_matrix(lab: &crate::GatewayLab, v: &str) -> Vec<crate::Serve
             t.name()
         );
     }
+    tenants_reach_nothing_outside_their_tables(lab, v);
     servers
+}
+
+/// A tenant's packets to a destination its own routing table does not hold (here a host on the
+/// underlay, where the operator's hosts and the other tenants' tunnel endpoints are) must not be
+/// forwarded through the gateway's main table. An underlay host counts what reaches it from
+/// tenant addresses; the tenants send through their tunnels (`ping -I tun0`).
+fn tenants_reach_nothing_outside_their_tables(lab: &crate::GatewayLab, v: &str) {
+    let sw = &lab.sw;
+    sw.ip(&["addr", "add", "172.31.0.98/24", "dev", "br0"])
+        .expect("underlay host address");
+    sw.exec("nft", &["add table ip tgleak"]).expect("nft");
+    sw.exec(
+        "nft",
+        &["add chain ip tgleak pre { type filter hook prerouting priority 0; }"],
+    )
+    .expect("nft");
+    sw.exec(
+        "nft",
+        &["add rule ip tgleak pre ip saddr 10.0.0.0/8 ip daddr 172.31.0.98 counter"],
+    )
+    .expect("nft");
+    for t in [&lab.t1, &lab.t2] {
+        let sent = t.exec(
+            "ping",
+            &[
+                "-I",
+                "tun0",
+                "-c",
+                "2",
+                "-i",
+                "0.2",
+                "-W",
+                "1",
+                "172.31.0.98",
+            ],
+        );
+        assert!(
+            sent.is_err(),
+            "{v}: {} reached an underlay host through the gateway",
+            t.name()
+        );
+    }
+    let listed = sw
+        .exec("nft", &["list chain ip tgleak pre"])
+        .expect("nft list");
+    assert!(
+        listed.contains("packets 0 "),
+        "{v}: tenant packets reached the underlay through the gateway's main table:\n{listed}"
+    );
+    sw.exec("nft", &["delete table ip tgleak"]).expect("nft");
+    sw.ip(&["addr", "del", "172.31.0.98/24", "dev", "br0"])
+        .expect("underlay host address");
 }
 
 /// Boots Debian's stock kernel under qemu (`tests/vm/run.sh`) and runs the test `inner` of the

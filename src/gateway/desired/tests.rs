@@ -244,3 +244,26 @@ fn vrf_isolation_has_no_rule_per_tenant() {
         }
     }
 }
+
+/// A tenant's packets leave only by its tunnel device or the public device, whatever its table
+/// lacks: the first rule of its chain drops anything else (a miss in its table would otherwise
+/// be routed by the tables after it, main included, onto the underlay).
+#[test]
+fn tenant_packets_leave_only_by_their_tunnel_or_the_public_device() {
+    for (mode, isolation, dev) in [
+        ("per-tenant", "table", "tgt1000"),
+        ("per-tenant", "vrf", "tgt1000"),
+        ("external", "table", "tgtun"),
+        ("external", "vrf", "tgtun"),
+    ] {
+        let d = build(&config("vxlan", mode, isolation), &public(), false);
+        let rs = &d.ruleset;
+        let chain = &rs[rs.find("chain tenant_1000 {").unwrap()..];
+        let first = chain.lines().nth(1).unwrap().trim();
+        assert_eq!(
+            first,
+            format!("oifname != {{ \"eth-pub\", \"{dev}\" }} counter drop"),
+            "{mode}/{isolation}:\n{chain}"
+        );
+    }
+}
