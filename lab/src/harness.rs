@@ -209,7 +209,45 @@ pub fn connectivity_matrix(lab: &crate::GatewayLab, v: &str) -> Vec<crate::Serve
         );
     }
     tenants_reach_nothing_outside_their_tables(lab, v);
+    tenants_reach_the_gateway_only_at_their_gateway_address(lab, v);
     servers
+}
+
+/// The gateway's own services answer a tenant only at the tenant's gateway address: an
+/// address of the operator's on the gateway (a management network on a device of its own)
+/// is not reachable through a tenant's tunnel, its gateway address is.
+fn tenants_reach_the_gateway_only_at_their_gateway_address(lab: &crate::GatewayLab, v: &str) {
+    let gw = &lab.gw;
+    gw.ip(&[
+        "link", "add", "tgmgmt", "type", "veth", "peer", "name", "tgmgmt1",
+    ])
+    .expect("operator device");
+    gw.ip(&["addr", "add", "172.31.9.1/24", "dev", "tgmgmt"])
+        .expect("operator address");
+    gw.ip(&["link", "set", "tgmgmt", "up"]).expect("up");
+    gw.ip(&["link", "set", "tgmgmt1", "up"]).expect("up");
+    let server = serve(gw.name(), 2222, "gw:2222").expect("gateway service");
+    for t in [&lab.t1, &lab.t2] {
+        t.ip(&[
+            "route",
+            "add",
+            "172.31.9.0/24",
+            "via",
+            "10.0.0.1",
+            "dev",
+            "tun0",
+        ])
+        .expect("route to the operator's network");
+        let got = connect(t.name(), "172.31.9.1", 2222);
+        assert!(
+            got.is_err(),
+            "{v}: {} reached a service on the operator's address: {got:?}",
+            t.name()
+        );
+        t.ip(&["route", "del", "172.31.9.0/24"]).expect("route");
+    }
+    drop(server);
+    gw.ip(&["link", "del", "tgmgmt"]).expect("operator device");
 }
 
 /// A tenant's packets to a destination its own routing table does not hold (here a host on the

@@ -564,6 +564,21 @@ fn ruleset(
         );
     }
     let _ = writeln!(s, "\t}}");
+    // --- input: a tenant reaches the gateway itself only at its own gateway address (its
+    // services, the shaper's uploads), never at the operator's addresses on the gateway
+    if !tenants.is_empty() {
+        let own: Vec<String> = tenants
+            .iter()
+            .map(|(_, g)| format!("{} . {}", g.zone(), g.gateway_ip))
+            .collect();
+        let zones: Vec<String> = tenants.iter().map(|(_, g)| g.zone().to_string()).collect();
+        let _ = writeln!(
+            s,
+            "\tchain input {{\n\t\ttype filter hook input priority filter; policy accept;\n\t\tct state established,related accept\n\t\tct zone . ip daddr {{ {} }} accept\n\t\tct zone {{ {} }} counter drop\n\t}}",
+            own.join(", "),
+            zones.join(", ")
+        );
+    }
     // --- forward: tenant traffic only (by zone); other traffic is not ours to judge
     let _ = writeln!(
         s,

@@ -267,3 +267,25 @@ fn tenant_packets_leave_only_by_their_tunnel_or_the_public_device() {
         );
     }
 }
+
+/// Packets of a tenant (its conntrack zone) reach the gateway itself only at its own gateway
+/// address; the input chain drops the rest of its zone's packets.
+#[test]
+fn tenants_reach_the_gateway_only_at_their_gateway_address() {
+    for isolation in ["table", "vrf"] {
+        let d = build(&config("vxlan", "external", isolation), &public(), false);
+        let rs = &d.ruleset;
+        let chain = &rs[rs.find("chain input {").unwrap()..];
+        let chain: Vec<&str> = chain.lines().take(5).map(str::trim).collect();
+        assert_eq!(
+            chain[1..],
+            [
+                "type filter hook input priority filter; policy accept;",
+                "ct state established,related accept",
+                "ct zone . ip daddr { 1000 . 10.0.0.1, 2000 . 10.0.0.1 } accept",
+                "ct zone { 1000, 2000 } counter drop",
+            ],
+            "{isolation}:\n{rs}"
+        );
+    }
+}
