@@ -210,7 +210,59 @@ pub fn connectivity_matrix(lab: &crate::GatewayLab, v: &str) -> Vec<crate::Serve
     }
     tenants_reach_nothing_outside_their_tables(lab, v);
     tenants_reach_the_gateway_only_at_their_gateway_address(lab, v);
+    spoofed_gateway_sources_are_dropped(lab, v);
     servers
+}
+
+/// A tenant's packet whose source is one of the gateway's own addresses (here its public
+/// address) is dropped on entry, not forwarded: the client counts echo requests reaching it
+/// while each tenant pings it from that address through its tunnel.
+fn spoofed_gateway_sources_are_dropped(lab: &crate::GatewayLab, v: &str) {
+    let cl = &lab.cl;
+    cl.exec("nft", &["add table ip tgspoof"]).expect("nft");
+    cl.exec(
+        "nft",
+        &["add chain ip tgspoof pre { type filter hook prerouting priority 0; }"],
+    )
+    .expect("nft");
+    cl.exec(
+        "nft",
+        &["add rule ip tgspoof pre icmp type echo-request counter"],
+    )
+    .expect("nft");
+    for t in [&lab.t1, &lab.t2] {
+        t.ip(&["addr", "add", "198.51.100.1/32", "dev", "tun0"])
+            .expect("spoofed address");
+        let sent = t.exec(
+            "ping",
+            &[
+                "-I",
+                "198.51.100.1",
+                "-c",
+                "2",
+                "-i",
+                "0.2",
+                "-W",
+                "1",
+                "198.51.100.7",
+            ],
+        );
+        t.ip(&["addr", "del", "198.51.100.1/32", "dev", "tun0"])
+            .expect("spoofed address");
+        assert!(
+            sent.is_err(),
+            "{v}: {} pinged the client from the gateway's address",
+            t.name()
+        );
+    }
+    let listed = cl
+        .exec("nft", &["list chain ip tgspoof pre"])
+        .expect("nft list");
+    assert!(
+        listed.contains("packets 0 "),
+        "{v}: packets from the gateway's own address were forwarded from a tenant:\n{listed}"
+    );
+    cl.exec("nft", &["delete table ip tgspoof"]).expect("nft");
 }
 
 /// The gateway's own services answer a tenant only at the tenant's gateway address: an

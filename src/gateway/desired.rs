@@ -515,6 +515,15 @@ fn ruleset(
         .collect();
     entries.extend(public_entries.iter().cloned());
     if !entries.is_empty() {
+        // the entries accept local sources (`accept_local`, which spares the kernel a second
+        // route lookup per packet): refuse the gateway's own addresses as sources here, as
+        // that lookup did (one lookup in the local table)
+        let names: Vec<&str> = entries.iter().map(|(d, _)| d.as_str()).collect();
+        let _ = writeln!(
+            s,
+            "\t\tiifname {{ {} }} fib saddr type {{ local, broadcast, multicast }} counter drop",
+            names.join(", ")
+        );
         let _ = writeln!(
             s,
             "\t\tct zone set iifname map {}",

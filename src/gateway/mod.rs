@@ -93,7 +93,7 @@ fn gateway(config: &Config) -> Result<&GatewayConfig, GatewayError> {
 
 /// Features the config needs, and whether offload is wanted.
 pub fn needed_features(gw: &GatewayConfig) -> Vec<Feature> {
-    let mut f = vec![Feature::NftNatZones];
+    let mut f = vec![Feature::NftNatZones, Feature::NftFib];
     if gw.isolation == Isolation::Vrf {
         f.push(Feature::Vrf);
         f.push(Feature::VrfEntry);

@@ -23,6 +23,7 @@ pub enum Feature {
     PolicyRules,
     VrfEntry,
     NftNatZones,
+    NftFib,
     Flowtable,
 }
 
@@ -36,6 +37,7 @@ impl Feature {
             Feature::PolicyRules => "policy routing rules (ip rule)",
             Feature::VrfEntry => "macvlan devices and nftables netdev ingress (entry into VRFs)",
             Feature::NftNatZones => "nftables NAT with conntrack zones",
+            Feature::NftFib => "nftables route lookups (fib, refusing local source addresses)",
             Feature::Flowtable => "nftables flowtable (flow offload)",
         }
     }
@@ -49,6 +51,7 @@ impl Feature {
             Feature::PolicyRules => "CONFIG_IP_MULTIPLE_TABLES",
             Feature::VrfEntry => "CONFIG_MACVLAN, CONFIG_NF_TABLES_NETDEV",
             Feature::NftNatZones => "CONFIG_NFT_NAT, CONFIG_NFT_CT, CONFIG_NF_CONNTRACK_ZONES",
+            Feature::NftFib => "CONFIG_NFT_FIB_INET, CONFIG_NFT_FIB_IPV4",
             Feature::Flowtable => {
                 "CONFIG_NF_FLOW_TABLE, CONFIG_NF_FLOW_TABLE_INET, CONFIG_NFT_FLOW_OFFLOAD"
             }
@@ -163,6 +166,10 @@ fn try_feature(nl: &Netlink, f: Feature) -> Result<(), String> {
              chain r { type filter hook prerouting priority raw; ct zone set 1\n}\n\
              chain n { type nat hook prerouting priority dstnat; ip daddr 198.51.100.1 dnat ip to 10.0.0.1\n}\n\
              chain s { type nat hook postrouting priority srcnat; ct zone 1 snat ip to 198.51.100.1\n}\n}\n",
+        ),
+        Feature::NftFib => load(
+            "table inet p {\n\
+             chain r { type filter hook prerouting priority raw; fib saddr type { local, broadcast, multicast } drop\n}\n}\n",
         ),
         Feature::Flowtable => {
             nl.link_create_veth("p-ft0", "p-ft1").map_err(text)?;

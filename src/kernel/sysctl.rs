@@ -80,16 +80,27 @@ pub fn planned_key(key: &str) -> bool {
             .is_some_and(|dev| !dev.is_empty() && !dev.contains('.'))
     };
     per_dev("ipv4", "rp_filter")
+        // a device's own, never conf.all's or conf.default's
+        || (per_dev("ipv4", "accept_local")
+            && !key.starts_with("net.ipv4.conf.all.")
+            && !key.starts_with("net.ipv4.conf.default."))
         || per_dev("ipv4", "ignore_routes_with_linkdown")
         || per_dev("ipv6", "disable_ipv6")
 }
 
 /// A VRF-entry macvlan's own keys (they vanish with it): no reverse-path filter (packets
-/// arrive there whose route back leaves by another device: the tunnel, the public device), and
-/// no IPv6 (no addresses, router solicitations or DAD from thousands of devices). Used for the
-/// gateway's macvlans and the shaper's.
+/// arrive there whose route back leaves by another device: the tunnel, the public device);
+/// `accept_local`, which with no reverse-path filter lets the kernel skip the source check's
+/// second route lookup (one more walk through the VRF and its table per packet; the one thing
+/// that lookup still refused, a source that is one of the gateway's own addresses, the
+/// gateway's ruleset drops on these devices instead); and no IPv6 (no addresses, router
+/// solicitations or DAD from thousands of devices). Used for the gateway's macvlans and the
+/// shaper's.
 pub fn macvlan_keys(m: &str) -> Vec<(String, String)> {
-    let mut keys = vec![(conf_key("ipv4", m, "rp_filter"), "0".into())];
+    let mut keys = vec![
+        (conf_key("ipv4", m, "rp_filter"), "0".into()),
+        (conf_key("ipv4", m, "accept_local"), "1".into()),
+    ];
     if exists(&conf_key("ipv6", m, "disable_ipv6")) {
         keys.push((conf_key("ipv6", m, "disable_ipv6"), "1".into()));
     }
@@ -399,6 +410,24 @@ mod tests {
         assert!(planned_key("net.ipv6.conf.tg0.disable_ipv6"));
         assert!(!planned_key("net.ipv4.conf.all.forwarding"));
         assert!(!planned_key("net.core.rmem_max"));
+    }
+
+    /// An entry macvlan skips the kernel's second source lookup (`accept_local` with no
+    /// reverse-path filter), and the journal accepts the keys it is given.
+    #[test]
+    fn entry_macvlans_accept_local_sources() {
+        let keys = macvlan_keys("tge1000");
+        for want in [
+            ("net.ipv4.conf.tge1000.rp_filter", "0"),
+            ("net.ipv4.conf.tge1000.accept_local", "1"),
+        ] {
+            assert!(
+                keys.iter().any(|(k, v)| (k.as_str(), v.as_str()) == want),
+                "{want:?} missing in {keys:?}"
+            );
+        }
+        assert!(keys.iter().all(|(k, _)| planned_key(k)), "{keys:?}");
+        assert!(!planned_key("net.ipv4.conf.all.accept_local"));
     }
 
     fn journal(tag: &str) -> (Journal, PathBuf) {

@@ -9,6 +9,11 @@
 //! - **operator**: to 172.31.0.99, a host on the underlay switch, forwarded by the gateway in
 //!   its main table (not a tenant's: every policy rule is walked before `main`).
 //!
+//! - **newest EIP** (from 2 tenants on): to user2's EIP 203.0.113.12 (t2), the tenant applied
+//!   last. The kernel keeps devices in 256 lists by interface index, newest first, and looks a
+//!   tenant's devices up by index several times per packet: user1, grown from the first
+//!   point, is the oldest tenant and sits at the end of its lists; user2 at their head.
+//!
 //! For each: one TCP stream (iperf3, receiver's goodput), 64-byte UDP sent as fast as iperf3
 //! can (packets/s the receiver got) and ping (100 at 10 ms, average RTT). With table
 //! isolation every tenant adds a policy rule; with VRFs none (their count is reported).
@@ -56,11 +61,16 @@ pub struct Point {
     /// Medians over the repetitions.
     pub eip: PathFigures,
     pub operator: PathFigures,
+    /// The newest tenant's EIP (None for one tenant).
+    #[serde(default)]
+    pub newest: Option<PathFigures>,
     /// Every repetition, in order (one when the plan asks for one).
     #[serde(default)]
     pub eip_runs: Vec<PathFigures>,
     #[serde(default)]
     pub operator_runs: Vec<PathFigures>,
+    #[serde(default)]
+    pub newest_runs: Vec<PathFigures>,
 }
 
 /// What to measure.
@@ -84,6 +94,7 @@ pub struct Plan {
 }
 
 const EIP: &str = "203.0.113.11";
+const NEWEST_EIP: &str = "203.0.113.12";
 const OPERATOR_HOST: &str = "172.31.0.99";
 const PORT: u16 = 5201;
 /// Quiet means under 5 % busy over 5 s; a machine that never gets there is measured after
@@ -93,7 +104,7 @@ const SETTLE_BUSY: f64 = 0.05;
 const SETTLE_MAX: Duration = Duration::from_secs(1800);
 
 /// The lab's config for `n` tenants: user1 alone for 1, else fillers before the lab's two.
-/// user1 lets the benchmark's port in.
+/// user1 and user2 let the benchmark's port in.
 pub fn config(plan: &Plan, offload: &str, n: u32, state: &Path) -> String {
     let base = crate::gateway_config(
         &plan.tunnel,
@@ -105,6 +116,10 @@ pub fn config(plan: &Plan, offload: &str, n: u32, state: &Path) -> String {
     .replace(
         "allow_in = [\"tcp/22\", \"icmp\"]",
         &format!("allow_in = [\"tcp/22\", \"icmp\", \"tcp/{PORT}\", \"udp/{PORT}\"]"),
+    )
+    .replace(
+        "allow_in = [\"tcp/23\", \"icmp\"]",
+        &format!("allow_in = [\"tcp/23\", \"icmp\", \"tcp/{PORT}\", \"udp/{PORT}\"]"),
     );
     if n <= 1 {
         let first = base.find("[[tenant]]").unwrap_or(0);
@@ -156,6 +171,14 @@ pub fn run(
                 p.operator.ping_avg_ms,
                 p.eip_runs.len()
             ));
+            if let Some(f) = &p.newest {
+                log(&format!(
+                    "  newest tenant's EIP {:.2} Gbit/s, {:.0} pps, {:.3} ms",
+                    f.tcp_bps / 1e9,
+                    f.udp64_pps,
+                    f.ping_avg_ms
+                ));
+            }
             done(&p);
             out.push(p);
         }
@@ -213,15 +236,23 @@ fn point(
     let dir = lab.dir.path();
     let _tenant_server = iperf3_server(&lab.t1, dir, PORT, None)?;
     let _operator_server = iperf3_server(&lab.sw, dir, PORT, None)?;
+    let _newest_server = if n > 1 {
+        Some(iperf3_server(&lab.t2, dir, PORT, None)?)
+    } else {
+        None
+    };
     if warmup {
         log("  warm-up measurement (discarded)");
         figures(&lab.cl, &lab.t1, dir, EIP, plan.secs)?;
         figures(&lab.cl, &lab.sw, dir, OPERATOR_HOST, plan.secs)?;
     }
-    let (mut eip_runs, mut operator_runs) = (Vec::new(), Vec::new());
+    let (mut eip_runs, mut operator_runs, mut newest_runs) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..plan.reps.max(1) {
         eip_runs.push(figures(&lab.cl, &lab.t1, dir, EIP, plan.secs)?);
         operator_runs.push(figures(&lab.cl, &lab.sw, dir, OPERATOR_HOST, plan.secs)?);
+        if n > 1 {
+            newest_runs.push(figures(&lab.cl, &lab.t2, dir, NEWEST_EIP, plan.secs)?);
+        }
     }
     let mut destroy_s = None;
     if plan.destroy {
@@ -251,8 +282,10 @@ fn point(
         settled: Some(settled),
         eip: median(&eip_runs),
         operator: median(&operator_runs),
+        newest: (!newest_runs.is_empty()).then(|| median(&newest_runs)),
         eip_runs,
         operator_runs,
+        newest_runs,
     })
 }
 
@@ -353,11 +386,11 @@ fn iperf3(
 /// The points as a markdown table.
 pub fn table(points: &[Point]) -> String {
     let mut s = String::from(
-        "| tenants | isolation | offload | policy rules | apply s | EIP TCP Gbit/s | EIP 64 B kpps | EIP ping ms | operator TCP Gbit/s | operator 64 B kpps | operator ping ms |\n|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| tenants | isolation | offload | policy rules | apply s | EIP TCP Gbit/s | EIP 64 B kpps | EIP ping ms | operator TCP Gbit/s | operator 64 B kpps | operator ping ms | newest EIP TCP Gbit/s | newest EIP 64 B kpps |\n|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for p in points {
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {:.1} | {:.2} | {:.1} | {:.3} | {:.2} | {:.1} | {:.3} |\n",
+            "| {} | {} | {} | {} | {:.1} | {:.2} | {:.1} | {:.3} | {:.2} | {:.1} | {:.3} | {} | {} |\n",
             p.tenants,
             p.isolation,
             p.offload,
@@ -368,7 +401,13 @@ pub fn table(points: &[Point]) -> String {
             p.eip.ping_avg_ms,
             p.operator.tcp_bps / 1e9,
             p.operator.udp64_pps / 1e3,
-            p.operator.ping_avg_ms
+            p.operator.ping_avg_ms,
+            p.newest
+                .as_ref()
+                .map_or("-".into(), |f| format!("{:.2}", f.tcp_bps / 1e9)),
+            p.newest
+                .as_ref()
+                .map_or("-".into(), |f| format!("{:.1}", f.udp64_pps / 1e3)),
         ));
     }
     s
@@ -414,6 +453,12 @@ mod tests {
         assert!(one.contains("name = \"user1\"") && one.contains("tcp/5201"));
         let many = config(&p, "off", 1000, Path::new("/s"));
         assert_eq!(many.matches("[[tenant]]").count(), 1000);
+        // user1 and user2 (the newest, measured too) let the benchmark's port in
+        assert_eq!(
+            many.matches("\"tcp/5201\", \"udp/5201\"").count(),
+            2,
+            "{many:.200}"
+        );
         assert!(
             many.trim_end().ends_with("deny_out = [\"tcp/23\"]"),
             "{many:.200}"

@@ -289,3 +289,39 @@ fn tenants_reach_the_gateway_only_at_their_gateway_address() {
         );
     }
 }
+
+/// The VRF entries accept local sources (they skip the kernel's second source lookup), so
+/// `pre_raw` drops packets arriving on them from one of the gateway's own addresses, before
+/// anything else sees them.
+#[test]
+fn entries_refuse_the_gateways_own_addresses_as_sources() {
+    let d = build(&config("vxlan", "external", "vrf"), &public(), false);
+    let rs = &d.ruleset;
+    let pre_raw = &rs[rs.find("chain pre_raw {").unwrap()..];
+    let pre_raw = &pre_raw[..pre_raw.find("\n\t}").unwrap()];
+    let guard = pre_raw
+        .lines()
+        .map(str::trim)
+        .find(|l| l.contains("fib saddr type"))
+        .unwrap_or_else(|| panic!("no source guard in\n{pre_raw}"));
+    for dev in ["tge1000", "tge2000", "tgp1000", "tgp2000"] {
+        assert!(guard.contains(&format!("\"{dev}\"")), "{dev}: {guard}");
+    }
+    assert!(
+        guard.ends_with("fib saddr type { local, broadcast, multicast } counter drop"),
+        "{guard}"
+    );
+    let zone = pre_raw.find("ct zone set iifname map").unwrap();
+    assert!(pre_raw.find(guard).unwrap() < zone, "{pre_raw}");
+    // table isolation: the only entries are the shaper's macvlans (user1 is shaped)
+    let table = build(&config("vxlan", "external", "table"), &public(), false);
+    let guard = table
+        .ruleset
+        .lines()
+        .find(|l| l.contains("fib saddr"))
+        .unwrap_or_else(|| panic!("{}", table.ruleset));
+    assert!(
+        guard.contains("\"tgs1000\"") && !guard.contains("tge") && !guard.contains("tgp"),
+        "{guard}"
+    );
+}
