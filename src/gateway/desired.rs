@@ -623,11 +623,12 @@ fn ruleset(
         let _ = writeln!(s, "\t# tenant {:?}", t.name);
         // a tenant's packets leave by its tunnel or the public device, nothing else: a
         // destination its table lacks is otherwise found in the tables after it (main), and
-        // forwarded to the underlay or the operator's networks
+        // forwarded to the underlay or the operator's networks (two comparisons, not an
+        // anonymous set: that would be one more kernel set per tenant)
         let tunnel = tenant_device(gw, g);
         let _ = writeln!(
             s,
-            "\tchain {tc} {{\n\t\toifname != {{ \"{public}\", \"{tunnel}\" }} counter drop\n\t\tct state established,related accept\n\t\tct state invalid counter drop\n\t\toifname \"{public}\" goto {oc}\n\t\tgoto {ic}\n\t}}"
+            "\tchain {tc} {{\n\t\toifname != \"{public}\" oifname != \"{tunnel}\" counter drop\n\t\tct state established,related accept\n\t\tct state invalid counter drop\n\t\toifname \"{public}\" goto {oc}\n\t\tgoto {ic}\n\t}}"
         );
         let _ = writeln!(s, "\tchain {ic} {{");
         let rules = firewall_rules(g);

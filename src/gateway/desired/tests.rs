@@ -262,7 +262,7 @@ fn tenant_packets_leave_only_by_their_tunnel_or_the_public_device() {
         let first = chain.lines().nth(1).unwrap().trim();
         assert_eq!(
             first,
-            format!("oifname != {{ \"eth-pub\", \"{dev}\" }} counter drop"),
+            format!("oifname != \"eth-pub\" oifname != \"{dev}\" counter drop"),
             "{mode}/{isolation}:\n{chain}"
         );
     }
