@@ -11,7 +11,9 @@
 # Knobs: TENANTS (default 1,1000,10000), SECS per iperf3 run (5), OFFLOADS (vm: off,on),
 # VM_MEM (6G), REPS measurements per point (1; the point reports their median), GROW=1 to grow
 # one lab through the counts after a discarded warm-up measurement (the comparison that
-# emulation needs: `TENANTS=1,10000 OFFLOADS=off REPS=5 GROW=1 bash bench/gateway.sh vm`). In the VM
+# emulation needs: `TENANTS=1,10000 OFFLOADS=off REPS=5 GROW=1 bash bench/gateway.sh vm`), or
+# SIDE=1 with two counts for two labs side by side, measured alternately (a, b, a, b, ...), so
+# that the machine's drift between a quarter of an hour and the next touches both. In the VM
 # the gateway is left to the namespace's deletion (tollgate destroy of 30,000 devices under
 # emulation takes long; destroy is shown by the tests).
 # Every point first waits until the CPU is quiet after its apply (under 5 % busy for 5 s; the
@@ -27,6 +29,8 @@ REPS=${REPS:-1}
 # a grown lab is never destroyed point by point (the VM run never destroys)
 GROW_ARG=() HOST_DESTROY_ARG=()
 if [ "${GROW:-0}" = 1 ]; then GROW_ARG=(--grow) HOST_DESTROY_ARG=(--no-destroy); fi
+# two counts in two labs side by side, measured alternately
+if [ "${SIDE:-0}" = 1 ]; then GROW_ARG=(--side-by-side); fi
 bash scripts/deps.sh
 cargo build --release --quiet -p tollgate -p tollgate-lab
 BIN=$PWD/target/release/tollgate-gateway-bench

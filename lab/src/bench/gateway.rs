@@ -210,6 +210,110 @@ fn point(
     warmup: bool,
     log: &impl Fn(&str),
 ) -> Result<Point> {
+    let applied = apply_count(plan, lab, offload, n, tollgate, log)?;
+    let _servers = servers(lab, n)?;
+    if warmup {
+        log("  warm-up measurement (discarded)");
+        measure_once(plan, lab, 1)?;
+    }
+    let mut runs = Runs::default();
+    for _ in 0..plan.reps.max(1) {
+        runs.push(measure_once(plan, lab, n)?);
+    }
+    finish(plan, lab, offload, applied, runs, tollgate)
+}
+
+/// Two counts in two labs side by side (`plan.tenants` = [a, b]), measured alternately (a, b,
+/// a, b, ...) after a discarded warm-up of each: slow drift of the machine (under emulation,
+/// from one quarter of an hour to the next) then touches both counts alike.
+pub fn run_side_by_side(
+    plan: &Plan,
+    tollgate: &Path,
+    log: impl Fn(&str),
+    mut done: impl FnMut(&Point),
+) -> Result<Vec<Point>> {
+    let &[a, b] = plan.tenants.as_slice() else {
+        bail!(
+            "side by side takes two tenant counts, not {:?}",
+            plan.tenants
+        );
+    };
+    let mut out = Vec::new();
+    for offload in &plan.offloads {
+        let labs = [bench_lab(&plan.tunnel)?, bench_lab(&plan.tunnel)?];
+        let mut applied = Vec::new();
+        for (lab, n) in labs.iter().zip([a, b]) {
+            log(&format!(
+                "{}/{}/{} offload={offload}: {n} tenant(s), side by side",
+                plan.tunnel, plan.tunnel_mode, plan.isolation
+            ));
+            applied.push(apply_count(plan, lab, offload, n, tollgate, &log)?);
+        }
+        let _servers = (servers(&labs[0], a)?, servers(&labs[1], b)?);
+        log("  warm-up measurements (discarded)");
+        for (lab, n) in labs.iter().zip([a, b]) {
+            measure_once(plan, lab, n)?;
+        }
+        let mut runs = [Runs::default(), Runs::default()];
+        for rep in 0..plan.reps.max(1) {
+            for (i, (lab, n)) in labs.iter().zip([a, b]).enumerate() {
+                let m = measure_once(plan, lab, n)?;
+                log(&format!(
+                    "  round {}: {n} tenant(s): EIP {:.3} Gbit/s, {:.0} pps; operator {:.3} Gbit/s, {:.0} pps",
+                    rep + 1,
+                    m.0.tcp_bps / 1e9,
+                    m.0.udp64_pps,
+                    m.1.tcp_bps / 1e9,
+                    m.1.udp64_pps
+                ));
+                runs[i].push(m);
+            }
+        }
+        for ((lab, applied), runs) in labs.iter().zip(applied).zip(runs) {
+            let p = finish(plan, lab, offload, applied, runs, tollgate)?;
+            done(&p);
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+/// A count applied to a lab, the machine quiet again.
+struct Applied {
+    n: u32,
+    apply_s: f64,
+    policy_rules: usize,
+    settled: Settled,
+}
+
+/// The repetitions of one point.
+#[derive(Default)]
+struct Runs {
+    eip: Vec<PathFigures>,
+    operator: Vec<PathFigures>,
+    newest: Vec<PathFigures>,
+}
+
+impl Runs {
+    fn push(&mut self, (eip, operator, newest): Measured) {
+        self.eip.push(eip);
+        self.operator.push(operator);
+        self.newest.extend(newest);
+    }
+}
+
+/// One measurement of each path: the EIP, the operator's, the newest tenant's EIP.
+type Measured = (PathFigures, PathFigures, Option<PathFigures>);
+
+/// Applies `n` tenants to `lab` (on top of what it has) and waits for a quiet machine.
+fn apply_count(
+    plan: &Plan,
+    lab: &GatewayLab,
+    offload: &str,
+    n: u32,
+    tollgate: &Path,
+    log: &impl Fn(&str),
+) -> Result<Applied> {
     let state = lab.dir.path().join("state");
     let cfg = lab.dir.path().join("bench.toml");
     std::fs::write(&cfg, config(plan, offload, n, &state))?;
@@ -233,29 +337,52 @@ fn point(
         SETTLE_WINDOW.as_secs(),
         settled.busiest.join(", ")
     ));
+    Ok(Applied {
+        n,
+        apply_s,
+        policy_rules,
+        settled,
+    })
+}
+
+/// iperf3 servers for the paths measured with `n` tenants (user2's only from 2 on).
+fn servers(lab: &GatewayLab, n: u32) -> Result<Vec<Proc>> {
     let dir = lab.dir.path();
-    let _tenant_server = iperf3_server(&lab.t1, dir, PORT, None)?;
-    let _operator_server = iperf3_server(&lab.sw, dir, PORT, None)?;
-    let _newest_server = if n > 1 {
-        Some(iperf3_server(&lab.t2, dir, PORT, None)?)
+    let mut s = vec![
+        iperf3_server(&lab.t1, dir, PORT, None)?,
+        iperf3_server(&lab.sw, dir, PORT, None)?,
+    ];
+    if n > 1 {
+        s.push(iperf3_server(&lab.t2, dir, PORT, None)?);
+    }
+    Ok(s)
+}
+
+fn measure_once(plan: &Plan, lab: &GatewayLab, n: u32) -> Result<Measured> {
+    let dir = lab.dir.path();
+    let eip = figures(&lab.cl, &lab.t1, dir, EIP, plan.secs)?;
+    let operator = figures(&lab.cl, &lab.sw, dir, OPERATOR_HOST, plan.secs)?;
+    let newest = if n > 1 {
+        Some(figures(&lab.cl, &lab.t2, dir, NEWEST_EIP, plan.secs)?)
     } else {
         None
     };
-    if warmup {
-        log("  warm-up measurement (discarded)");
-        figures(&lab.cl, &lab.t1, dir, EIP, plan.secs)?;
-        figures(&lab.cl, &lab.sw, dir, OPERATOR_HOST, plan.secs)?;
-    }
-    let (mut eip_runs, mut operator_runs, mut newest_runs) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..plan.reps.max(1) {
-        eip_runs.push(figures(&lab.cl, &lab.t1, dir, EIP, plan.secs)?);
-        operator_runs.push(figures(&lab.cl, &lab.sw, dir, OPERATOR_HOST, plan.secs)?);
-        if n > 1 {
-            newest_runs.push(figures(&lab.cl, &lab.t2, dir, NEWEST_EIP, plan.secs)?);
-        }
-    }
+    Ok((eip, operator, newest))
+}
+
+/// Destroys the lab's gateway when the plan says so, and makes the point.
+fn finish(
+    plan: &Plan,
+    lab: &GatewayLab,
+    offload: &str,
+    applied: Applied,
+    runs: Runs,
+    tollgate: &Path,
+) -> Result<Point> {
     let mut destroy_s = None;
     if plan.destroy {
+        let cfg = lab.dir.path().join("bench.toml");
+        let c = cfg.to_str().context("utf-8 path")?;
         let t = Instant::now();
         let destroyed = lab
             .gw
@@ -271,21 +398,21 @@ fn point(
         destroy_s = Some(t.elapsed().as_secs_f64());
     }
     Ok(Point {
-        tenants: n,
+        tenants: applied.n,
         tunnel: plan.tunnel.clone(),
         tunnel_mode: plan.tunnel_mode.clone(),
         isolation: plan.isolation.clone(),
         offload: offload.to_string(),
-        policy_rules,
-        apply_s,
+        policy_rules: applied.policy_rules,
+        apply_s: applied.apply_s,
         destroy_s,
-        settled: Some(settled),
-        eip: median(&eip_runs),
-        operator: median(&operator_runs),
-        newest: (!newest_runs.is_empty()).then(|| median(&newest_runs)),
-        eip_runs,
-        operator_runs,
-        newest_runs,
+        settled: Some(applied.settled),
+        eip: median(&runs.eip),
+        operator: median(&runs.operator),
+        newest: (!runs.newest.is_empty()).then(|| median(&runs.newest)),
+        eip_runs: runs.eip,
+        operator_runs: runs.operator,
+        newest_runs: runs.newest,
     })
 }
 
@@ -429,6 +556,15 @@ mod tests {
             reps: 1,
             grow: false,
         }
+    }
+
+    #[test]
+    fn side_by_side_takes_two_counts() {
+        let mut p = plan();
+        p.tenants = vec![1, 1000, 10000];
+        let e = run_side_by_side(&p, Path::new("/nonexistent"), |_| {}, |_| {})
+            .expect_err("three counts");
+        assert!(e.to_string().contains("two tenant counts"), "{e}");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use anyhow::{Result, bail};
 use clap::Parser;
-use lab::bench::gateway::{Plan, run, table};
+use lab::bench::gateway::{Plan, run, run_side_by_side, table};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -36,6 +36,10 @@ struct Args {
     /// measurement, instead of a fresh lab per point.
     #[arg(long)]
     grow: bool,
+    /// Two tenant counts in two labs side by side, measured alternately (so that the
+    /// machine's drift touches both alike), instead of one after the other.
+    #[arg(long, conflicts_with = "grow")]
+    side_by_side: bool,
     /// Where to write the figures (JSON).
     #[arg(long)]
     out: PathBuf,
@@ -63,16 +67,17 @@ fn main() -> Result<()> {
     }
     // each point on stdout as one `POINT <json>` line as soon as it is measured: from the VM
     // only stdout comes back, and a run cut short keeps its points
-    let points = run(
-        &plan,
-        &tollgate,
-        |l| eprintln!("{l}"),
-        |p| {
-            if let Ok(j) = serde_json::to_string(p) {
-                println!("POINT {j}");
-            }
-        },
-    )?;
+    let log = |l: &str| eprintln!("{l}");
+    let done = |p: &lab::bench::gateway::Point| {
+        if let Ok(j) = serde_json::to_string(p) {
+            println!("POINT {j}");
+        }
+    };
+    let points = if a.side_by_side {
+        run_side_by_side(&plan, &tollgate, log, done)?
+    } else {
+        run(&plan, &tollgate, log, done)?
+    };
     std::fs::write(&a.out, serde_json::to_vec_pretty(&points)?)?;
     print!("{}", table(&points));
     Ok(())
