@@ -163,12 +163,7 @@ pub fn connectivity_matrix(lab: &crate::GatewayLab, v: &str) -> Vec<crate::Serve
         "{v}: user2 must not allow tcp/22 in"
     );
     for eip in ["203.0.113.11", "203.0.113.12"] {
-        assert!(
-            lab.cl
-                .exec("ping", &["-c", "2", "-i", "0.2", "-W", "1", eip])
-                .is_ok(),
-            "{v}: ping {eip}"
-        );
+        assert!(ping_twice(&lab.cl, &[], eip).is_ok(), "{v}: ping {eip}");
     }
     // outbound: denied ports are refused, the rest leaves through SNAT to the tenant's own EIP
     assert!(
@@ -202,8 +197,7 @@ pub fn connectivity_matrix(lab: &crate::GatewayLab, v: &str) -> Vec<crate::Serve
 
     for t in [&lab.t1, &lab.t2] {
         assert!(
-            t.exec("ping", &["-c", "2", "-i", "0.2", "-W", "1", "10.0.0.1"])
-                .is_ok(),
+            ping_twice(t, &[], "10.0.0.1").is_ok(),
             "{v}: {} cannot reach its gateway address",
             t.name()
         );
@@ -214,39 +208,58 @@ pub fn connectivity_matrix(lab: &crate::GatewayLab, v: &str) -> Vec<crate::Serve
     servers
 }
 
+/// Two pings from `ns` to `dst` with `opts` (`-I` a device or a source address), one second's
+/// wait for each: Ok when answered.
+fn ping_twice(ns: &Netns, opts: &[&str], dst: &str) -> lab::Result<String> {
+    let mut args = opts.to_vec();
+    args.extend(["-c", "2", "-i", "0.2", "-W", "1", dst]);
+    ns.exec("ping", &args)
+}
+
+/// An nftables counter in `ns`'s prerouting for packets matching `rule`, in a table of its
+/// own that is removed on drop: what reached a namespace, whether or not it was answered.
+struct ArrivalCount<'a> {
+    ns: &'a Netns,
+    table: &'static str,
+}
+
+impl<'a> ArrivalCount<'a> {
+    fn new(ns: &'a Netns, table: &'static str, rule: &str) -> ArrivalCount<'a> {
+        for cmd in [
+            format!("add table ip {table}"),
+            format!("add chain ip {table} pre {{ type filter hook prerouting priority 0; }}"),
+            format!("add rule ip {table} pre {rule} counter"),
+        ] {
+            ns.exec("nft", &[&cmd]).expect("nft");
+        }
+        ArrivalCount { ns, table }
+    }
+
+    /// The chain as nft lists it (`... counter packets N bytes M`).
+    fn listing(&self) -> String {
+        self.ns
+            .exec("nft", &[&format!("list chain ip {} pre", self.table)])
+            .expect("nft list")
+    }
+}
+
+impl Drop for ArrivalCount<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .ns
+            .exec("nft", &[&format!("delete table ip {}", self.table)]);
+    }
+}
+
 /// A tenant's packet whose source is one of the gateway's own addresses (here its public
 /// address) is dropped on entry, not forwarded: the client counts echo requests reaching it
 /// while each tenant pings it from that address through its tunnel.
 fn spoofed_gateway_sources_are_dropped(lab: &crate::GatewayLab, v: &str) {
-    let cl = &lab.cl;
-    cl.exec("nft", &["add table ip tgspoof"]).expect("nft");
-    cl.exec(
-        "nft",
-        &["add chain ip tgspoof pre { type filter hook prerouting priority 0; }"],
-    )
-    .expect("nft");
-    cl.exec(
-        "nft",
-        &["add rule ip tgspoof pre icmp type echo-request counter"],
-    )
-    .expect("nft");
+    let count = ArrivalCount::new(&lab.cl, "tgspoof", "icmp type echo-request");
     for t in [&lab.t1, &lab.t2] {
         t.ip(&["addr", "add", "198.51.100.1/32", "dev", "tun0"])
             .expect("spoofed address");
-        let sent = t.exec(
-            "ping",
-            &[
-                "-I",
-                "198.51.100.1",
-                "-c",
-                "2",
-                "-i",
-                "0.2",
-                "-W",
-                "1",
-                "198.51.100.7",
-            ],
-        );
+        let sent = ping_twice(t, &["-I", "198.51.100.1"], "198.51.100.7");
         t.ip(&["addr", "del", "198.51.100.1/32", "dev", "tun0"])
             .expect("spoofed address");
         assert!(
@@ -255,14 +268,11 @@ fn spoofed_gateway_sources_are_dropped(lab: &crate::GatewayLab, v: &str) {
             t.name()
         );
     }
-    let listed = cl
-        .exec("nft", &["list chain ip tgspoof pre"])
-        .expect("nft list");
+    let listed = count.listing();
     assert!(
         listed.contains("packets 0 "),
         "{v}: packets from the gateway's own address were forwarded from a tenant:\n{listed}"
     );
-    cl.exec("nft", &["delete table ip tgspoof"]).expect("nft");
 }
 
 /// The gateway's own services answer a tenant only at the tenant's gateway address: an
@@ -310,46 +320,20 @@ fn tenants_reach_nothing_outside_their_tables(lab: &crate::GatewayLab, v: &str) 
     let sw = &lab.sw;
     sw.ip(&["addr", "add", "172.31.0.98/24", "dev", "br0"])
         .expect("underlay host address");
-    sw.exec("nft", &["add table ip tgleak"]).expect("nft");
-    sw.exec(
-        "nft",
-        &["add chain ip tgleak pre { type filter hook prerouting priority 0; }"],
-    )
-    .expect("nft");
-    sw.exec(
-        "nft",
-        &["add rule ip tgleak pre ip saddr 10.0.0.0/8 ip daddr 172.31.0.98 counter"],
-    )
-    .expect("nft");
+    let count = ArrivalCount::new(sw, "tgleak", "ip saddr 10.0.0.0/8 ip daddr 172.31.0.98");
     for t in [&lab.t1, &lab.t2] {
-        let sent = t.exec(
-            "ping",
-            &[
-                "-I",
-                "tun0",
-                "-c",
-                "2",
-                "-i",
-                "0.2",
-                "-W",
-                "1",
-                "172.31.0.98",
-            ],
-        );
         assert!(
-            sent.is_err(),
+            ping_twice(t, &["-I", "tun0"], "172.31.0.98").is_err(),
             "{v}: {} reached an underlay host through the gateway",
             t.name()
         );
     }
-    let listed = sw
-        .exec("nft", &["list chain ip tgleak pre"])
-        .expect("nft list");
+    let listed = count.listing();
     assert!(
         listed.contains("packets 0 "),
         "{v}: tenant packets reached the underlay through the gateway's main table:\n{listed}"
     );
-    sw.exec("nft", &["delete table ip tgleak"]).expect("nft");
+    drop(count);
     sw.ip(&["addr", "del", "172.31.0.98/24", "dev", "br0"])
         .expect("underlay host address");
 }

@@ -33,6 +33,10 @@ use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::net::Ipv4Addr;
 
+/// Matches a packet whose source is one of the gateway's own addresses (or a broadcast or
+/// multicast one): what the kernel's source check refuses, for devices that skip it.
+pub const GATEWAY_SOURCES: &str = "fib saddr type { local, broadcast, multicast }";
+
 /// The per-tenant next hop on the shared external device (unique: zones are unique).
 pub fn external_nexthop(g: &TenantGateway) -> Ipv4Addr {
     let z = g.zone();
@@ -521,7 +525,7 @@ fn ruleset(
         let names: Vec<&str> = entries.iter().map(|(d, _)| d.as_str()).collect();
         let _ = writeln!(
             s,
-            "\t\tiifname {{ {} }} fib saddr type {{ local, broadcast, multicast }} counter drop",
+            "\t\tiifname {{ {} }} {GATEWAY_SOURCES} counter drop",
             names.join(", ")
         );
         let _ = writeln!(
@@ -573,6 +577,12 @@ fn ruleset(
         );
     }
     let _ = writeln!(s, "\t}}");
+    // every tenant's conntrack zone, as nft set elements
+    let zones = tenants
+        .iter()
+        .map(|(_, g)| g.zone().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     // --- input: a tenant reaches the gateway itself only at its own gateway address (its
     // services, the shaper's uploads), never at the operator's addresses on the gateway
     if !tenants.is_empty() {
@@ -580,12 +590,10 @@ fn ruleset(
             .iter()
             .map(|(_, g)| format!("{} . {}", g.zone(), g.gateway_ip))
             .collect();
-        let zones: Vec<String> = tenants.iter().map(|(_, g)| g.zone().to_string()).collect();
         let _ = writeln!(
             s,
-            "\tchain input {{\n\t\ttype filter hook input priority filter; policy accept;\n\t\tct state established,related accept\n\t\tct zone . ip daddr {{ {} }} accept\n\t\tct zone {{ {} }} counter drop\n\t}}",
+            "\tchain input {{\n\t\ttype filter hook input priority filter; policy accept;\n\t\tct state established,related accept\n\t\tct zone . ip daddr {{ {} }} accept\n\t\tct zone {{ {zones} }} counter drop\n\t}}",
             own.join(", "),
-            zones.join(", ")
         );
     }
     // --- forward: tenant traffic only (by zone); other traffic is not ours to judge
@@ -595,12 +603,10 @@ fn ruleset(
     );
     if offload {
         // flow add applies to TCP/UDP only: keep it apart from the accept (kernel lab note)
-        let zones: Vec<String> = tenants.iter().map(|(_, g)| g.zone().to_string()).collect();
-        if !zones.is_empty() {
+        if !tenants.is_empty() {
             let _ = writeln!(
                 s,
-                "\t\tct zone {{ {} }} meta l4proto {{ tcp, udp }} ct state established flow add @ft",
-                zones.join(", ")
+                "\t\tct zone {{ {zones} }} meta l4proto {{ tcp, udp }} ct state established flow add @ft"
             );
         }
     }

@@ -167,10 +167,11 @@ fn try_feature(nl: &Netlink, f: Feature) -> Result<(), String> {
              chain n { type nat hook prerouting priority dstnat; ip daddr 198.51.100.1 dnat ip to 10.0.0.1\n}\n\
              chain s { type nat hook postrouting priority srcnat; ct zone 1 snat ip to 198.51.100.1\n}\n}\n",
         ),
-        Feature::NftFib => load(
-            "table inet p {\n\
-             chain r { type filter hook prerouting priority raw; fib saddr type { local, broadcast, multicast } drop\n}\n}\n",
-        ),
+        Feature::NftFib => load(&format!(
+            "table inet p {{\n\
+             chain r {{ type filter hook prerouting priority raw; {} drop\n}}\n}}\n",
+            crate::gateway::desired::GATEWAY_SOURCES
+        )),
         Feature::Flowtable => {
             nl.link_create_veth("p-ft0", "p-ft1").map_err(text)?;
             load(

@@ -74,18 +74,17 @@ pub fn planned_key(key: &str) -> bool {
     if EXACT.contains(&key) {
         return true;
     }
-    let per_dev = |family: &str, name: &str| {
+    // the device a per-device key names (`net.<family>.conf.<dev>.<name>`)
+    let dev = |family: &str, name: &str| {
         key.strip_prefix(&format!("net.{family}.conf."))
             .and_then(|rest| rest.strip_suffix(&format!(".{name}")))
-            .is_some_and(|dev| !dev.is_empty() && !dev.contains('.'))
+            .filter(|dev| !dev.is_empty() && !dev.contains('.'))
     };
-    per_dev("ipv4", "rp_filter")
+    dev("ipv4", "rp_filter").is_some()
         // a device's own, never conf.all's or conf.default's
-        || (per_dev("ipv4", "accept_local")
-            && !key.starts_with("net.ipv4.conf.all.")
-            && !key.starts_with("net.ipv4.conf.default."))
-        || per_dev("ipv4", "ignore_routes_with_linkdown")
-        || per_dev("ipv6", "disable_ipv6")
+        || dev("ipv4", "accept_local").is_some_and(|d| d != "all" && d != "default")
+        || dev("ipv4", "ignore_routes_with_linkdown").is_some()
+        || dev("ipv6", "disable_ipv6").is_some()
 }
 
 /// A VRF-entry macvlan's own keys (they vanish with it): no reverse-path filter (packets

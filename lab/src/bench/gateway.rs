@@ -144,10 +144,7 @@ pub fn run(
     for offload in &plan.offloads {
         let mut grown: Option<GatewayLab> = None;
         for (i, &n) in plan.tenants.iter().enumerate() {
-            log(&format!(
-                "{}/{}/{} offload={offload}: {n} tenant(s)",
-                plan.tunnel, plan.tunnel_mode, plan.isolation
-            ));
+            log(&heading(plan, offload, n));
             let fresh;
             let lab = match (&grown, plan.grow) {
                 (Some(lab), true) => lab,
@@ -186,6 +183,14 @@ pub fn run(
     Ok(out)
 }
 
+/// What a point is: "gretap/external/vrf offload=off: 10000 tenant(s)".
+fn heading(plan: &Plan, offload: &str, n: u32) -> String {
+    format!(
+        "{}/{}/{} offload={offload}: {n} tenant(s)",
+        plan.tunnel, plan.tunnel_mode, plan.isolation
+    )
+}
+
 /// A gateway lab with the operator's host on the underlay, reached through the gateway's main
 /// table.
 fn bench_lab(tunnel: &str) -> Result<GatewayLab> {
@@ -214,6 +219,7 @@ fn point(
     let _servers = servers(lab, n)?;
     if warmup {
         log("  warm-up measurement (discarded)");
+        // the EIP and the operator's path (a count of 1 leaves out the newest tenant's)
         measure_once(plan, lab, 1)?;
     }
     let mut runs = Runs::default();
@@ -243,10 +249,7 @@ pub fn run_side_by_side(
         let labs = [bench_lab(&plan.tunnel)?, bench_lab(&plan.tunnel)?];
         let mut applied = Vec::new();
         for (lab, n) in labs.iter().zip([a, b]) {
-            log(&format!(
-                "{}/{}/{} offload={offload}: {n} tenant(s), side by side",
-                plan.tunnel, plan.tunnel_mode, plan.isolation
-            ));
+            log(&format!("{}, side by side", heading(plan, offload, n)));
             applied.push(apply_count(plan, lab, offload, n, tollgate, &log)?);
         }
         let _servers = (servers(&labs[0], a)?, servers(&labs[1], b)?);
@@ -281,6 +284,8 @@ pub fn run_side_by_side(
 /// A count applied to a lab, the machine quiet again.
 struct Applied {
     n: u32,
+    /// The config applied (what destroy is given).
+    config: std::path::PathBuf,
     apply_s: f64,
     policy_rules: usize,
     settled: Settled,
@@ -339,6 +344,7 @@ fn apply_count(
     ));
     Ok(Applied {
         n,
+        config: cfg,
         apply_s,
         policy_rules,
         settled,
@@ -381,8 +387,7 @@ fn finish(
 ) -> Result<Point> {
     let mut destroy_s = None;
     if plan.destroy {
-        let cfg = lab.dir.path().join("bench.toml");
-        let c = cfg.to_str().context("utf-8 path")?;
+        let c = applied.config.to_str().context("utf-8 path")?;
         let t = Instant::now();
         let destroyed = lab
             .gw
