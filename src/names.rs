@@ -66,10 +66,40 @@ pub fn public_macvlan(id: u32) -> String {
     format!("tgp{id}")
 }
 
-/// The MAC of [`public_macvlan`]`(id)`: locally administered, the id in the last four bytes.
-pub fn public_macvlan_mac(id: u32) -> [u8; 6] {
+/// The MAC of [`public_macvlan`]`(id)`: locally administered, the id in the last four bytes,
+/// and never in the macvlan driver's hash list of `lower_mac` (the public device's own MAC).
+/// The driver looks every unicast frame arriving on the public device up by destination MAC
+/// in 256 lists of macvlans (see [`macvlan_bucket`]); a frame for the device itself (the
+/// operator's traffic) walks the whole list of the device's MAC, finding nothing. With no
+/// tenant MAC in that list, the operator's frames walk none, however many tenants there are.
+/// The first byte tells the variants apart (`02`, `06`, `0a`, ...: the first whose bucket
+/// differs; the second is almost never needed).
+pub fn public_macvlan_mac(id: u32, lower_mac: Option<[u8; 6]>) -> [u8; 6] {
     let b = id.to_be_bytes();
-    [0x02, 0x70, b[0], b[1], b[2], b[3]]
+    let mac = |v: u8| [0x02 | (v << 2), 0x70, b[0], b[1], b[2], b[3]];
+    let Some(lower) = lower_mac else {
+        return mac(0);
+    };
+    let avoid = macvlan_bucket(lower);
+    (0..64)
+        .map(mac)
+        .find(|m| macvlan_bucket(*m) != avoid)
+        .unwrap_or(mac(0))
+}
+
+/// The list (of 256) the Linux macvlan driver keeps a MAC in, and looks it up in: `hash_64`
+/// (the golden-ratio multiply, top 8 bits) of the six bytes as the first six of a u64 in
+/// memory order, shifted to the top (`macvlan_eth_hash`).
+pub fn macvlan_bucket(mac: [u8; 6]) -> u8 {
+    const GOLDEN_RATIO_64: u64 = 0x61C8_8646_80B5_83EB;
+    let mut word = [0u8; 8];
+    word[..6].copy_from_slice(&mac);
+    let value = if cfg!(target_endian = "big") {
+        u64::from_be_bytes(word) >> 16
+    } else {
+        u64::from_le_bytes(word) << 16
+    };
+    (value.wrapping_mul(GOLDEN_RATIO_64) >> 56) as u8
 }
 
 /// The shaper's macvlan for gateway tenant `id`: on the TAP, enslaved to the tenant's VRF, so a
@@ -156,8 +186,8 @@ mod tests {
         assert!(shaper_macvlan(u32::MAX).len() <= 15);
         assert!(gateway_macvlan(u32::MAX).len() <= 15);
         assert!(public_macvlan(u32::MAX).len() <= 15);
-        assert_ne!(gateway_macvlan_mac(7), public_macvlan_mac(7));
-        assert_ne!(public_macvlan_mac(7), shaper_macvlan_mac(7));
+        assert_ne!(gateway_macvlan_mac(7), public_macvlan_mac(7, None));
+        assert_ne!(public_macvlan_mac(7, None), shaper_macvlan_mac(7));
         assert_ne!(gateway_macvlan_mac(7), shaper_macvlan_mac(7));
     }
 
@@ -198,5 +228,52 @@ mod tests {
             );
         }
         assert_eq!(shaper_nft_table("tg0"), "tollgate_shaper_tg0");
+    }
+
+    #[test]
+    fn macvlan_buckets_are_the_kernels() {
+        // computed by the kernel's own macvlan_eth_hash, compiled as C on x86-64
+        for (mac, bucket) in [
+            ([0x02, 0x70, 0, 0, 0x03, 0xe8], 104),
+            ([0x02, 0x67, 0, 0, 0x07, 0xd0], 245),
+            ([0x52, 0x54, 0x00, 0x12, 0x34, 0x56], 165),
+            ([0xfe, 0xff, 0xff, 0xff, 0xff, 0xff], 243),
+        ] {
+            assert_eq!(macvlan_bucket(mac), bucket, "{mac:02x?}");
+        }
+    }
+
+    #[test]
+    fn public_macvlans_keep_out_of_the_public_devices_hash_list() {
+        // without the device's MAC: the plain form
+        assert_eq!(
+            public_macvlan_mac(1000, None),
+            [0x02, 0x70, 0, 0, 0x03, 0xe8]
+        );
+        // a device MAC in the same list as tenant 1000's plain MAC (bucket 104)
+        let lower = (0..=u16::MAX)
+            .map(|i: u16| {
+                let [hi, lo] = i.to_be_bytes();
+                [0x52, 0x54, 0, 0, hi, lo]
+            })
+            .find(|m| macvlan_bucket(*m) == 104)
+            .expect("a MAC in bucket 104");
+        let moved = public_macvlan_mac(1000, Some(lower));
+        assert_eq!(moved, [0x06, 0x70, 0, 0, 0x03, 0xe8]);
+        let mut macs = BTreeSet::new();
+        for id in (1..=20_000).chain(u32::MAX - 100..=u32::MAX) {
+            let m = public_macvlan_mac(id, Some(lower));
+            assert_ne!(macvlan_bucket(m), macvlan_bucket(lower), "id {id}");
+            // unicast, locally administered, and one to one
+            assert_eq!(m[0] & 0x03, 0x02, "id {id}: {m:02x?}");
+            assert!(macs.insert(m), "id {id}: {m:02x?} twice");
+        }
+        // the lists the tenants share stay even: about n/255 each
+        let mut per = [0u32; 256];
+        for id in 1..=20_000 {
+            per[usize::from(macvlan_bucket(public_macvlan_mac(id, Some(lower))))] += 1;
+        }
+        assert_eq!(per[usize::from(macvlan_bucket(lower))], 0);
+        assert!(per.iter().all(|&n| n < 200), "{per:?}");
     }
 }

@@ -65,7 +65,16 @@ pub fn tenant_device(gw: &GatewayConfig, g: &TenantGateway) -> String {
     }
 }
 
-pub fn build(config: &Config, public_subnets: &[Ipv4Net], offload: bool) -> Desired {
+/// What the gateway takes from the kernel about the public device (the operator's).
+#[derive(Clone, Debug, Default)]
+pub struct PublicDevice {
+    /// Its subnets: routed in each tenant's table, so tenants reach them.
+    pub subnets: Vec<Ipv4Net>,
+    /// Its MAC, which the tenants' entry macvlans keep out of the hash list of.
+    pub mac: Option<[u8; 6]>,
+}
+
+pub fn build(config: &Config, public: &PublicDevice, offload: bool) -> Desired {
     let mut d = Desired::default();
     let Some(gw) = &config.gateway else {
         return d;
@@ -184,7 +193,7 @@ pub fn build(config: &Config, public_subnets: &[Ipv4Net], offload: bool) -> Desi
                         name: names::public_macvlan(g.id),
                         kind: LinkKind::Macvlan {
                             lower: gw.public.clone(),
-                            mac: names::public_macvlan_mac(g.id),
+                            mac: names::public_macvlan_mac(g.id, public.mac),
                         },
                         master: Some(v.clone()),
                     });
@@ -212,7 +221,7 @@ pub fn build(config: &Config, public_subnets: &[Ipv4Net], offload: bool) -> Desi
                 });
             }
         }
-        for s in public_subnets {
+        for s in &public.subnets {
             d.routes.insert(Route {
                 table: g.id,
                 dst: *s,
@@ -250,7 +259,7 @@ pub fn build(config: &Config, public_subnets: &[Ipv4Net], offload: bool) -> Desi
             value: v.into(),
         });
     }
-    d.ruleset = ruleset(gw, &tenants, offload);
+    d.ruleset = ruleset(gw, &tenants, public.mac, offload);
     d.ruleset_digest = digest(&d.ruleset);
     d.ruleset = d.ruleset.replace("@DIGEST@", &d.ruleset_digest);
     d
@@ -397,6 +406,7 @@ fn underlay_key(gw: &GatewayConfig) -> (String, &'static str, fn(u32) -> u64) {
 fn ruleset(
     gw: &GatewayConfig,
     tenants: &[(&crate::config::Tenant, &TenantGateway)],
+    public_mac: Option<[u8; 6]>,
     offload: bool,
 ) -> String {
     let mut s = String::new();
@@ -683,7 +693,7 @@ fn ruleset(
                     "meta pkttype host meta protocol ip ether daddr set ip daddr map {}",
                     map(eips
                         .iter()
-                        .map(|(p, g, _)| (p, mac(names::public_macvlan_mac(g.id)))))
+                        .map(|(p, g, _)| (p, mac(names::public_macvlan_mac(g.id, public_mac)))))
                 ),
             );
         }

@@ -200,7 +200,7 @@ pub fn prepare(config: &Config) -> Result<Prepared, GatewayError> {
     }
     let snapshot = Netlink::new()?.snapshot()?;
     let observed = observe::observe(&snapshot);
-    let public = observe::subnets(&snapshot, &gw.public);
+    let public = observe::public_device(&snapshot, &gw.public);
     let desired = desired::build(config, &public, offload);
     let ours: std::collections::BTreeSet<&str> =
         observed.links.iter().map(|l| l.name.as_str()).collect();

@@ -112,6 +112,14 @@ pub fn foreign_routes<'a>(s: &'a Snapshot, o: &Observed, tables: &[u32]) -> Vec<
 }
 
 /// The IPv4 subnets of device `dev`'s addresses (the public side tenants may reach).
+/// The public device `dev` as the desired state needs it: its subnets and MAC.
+pub fn public_device(s: &Snapshot, dev: &str) -> super::desired::PublicDevice {
+    super::desired::PublicDevice {
+        subnets: subnets(s, dev),
+        mac: s.links.iter().find(|l| l.name == dev).and_then(|l| l.mac),
+    }
+}
+
 pub fn subnets(s: &Snapshot, dev: &str) -> Vec<Ipv4Net> {
     let mut out: Vec<Ipv4Net> = s
         .addresses
@@ -134,6 +142,7 @@ mod tests {
 
     fn link(index: u32, name: &str, alias: Option<&str>, kind: &str) -> LinkState {
         LinkState {
+            mac: None,
             index,
             name: name.into(),
             alias: alias.map(str::to_string),

@@ -140,6 +140,7 @@ mod tests {
 
     fn link(index: u32, name: &str, alias: Option<&str>, kind: &str) -> LinkState {
         LinkState {
+            mac: None,
             index,
             name: name.into(),
             alias: alias.map(Into::into),

@@ -6,8 +6,11 @@ fn config(tunnel: &str, mode: &str, isolation: &str) -> Config {
     Config::parse(&text, Path::new("t")).unwrap()
 }
 
-fn public() -> Vec<Ipv4Net> {
-    vec!["198.51.100.0/24".parse().unwrap()]
+fn public() -> PublicDevice {
+    PublicDevice {
+        subnets: vec!["198.51.100.0/24".parse().unwrap()],
+        mac: None,
+    }
 }
 
 #[test]
@@ -64,6 +67,31 @@ fn per_tenant_table_vxlan() {
         rs.contains(&format!("tollgate {}", d.ruleset_digest)),
         "{rs}"
     );
+}
+
+#[test]
+fn public_entries_keep_out_of_the_public_devices_macvlan_list() {
+    // a public device whose MAC shares the macvlan driver's list with 02:70:00:00:03:e8
+    let lower = (0..=u16::MAX)
+        .map(|i: u16| {
+            let [hi, lo] = i.to_be_bytes();
+            [0x52, 0x54, 0, 0, hi, lo]
+        })
+        .find(|m| names::macvlan_bucket(*m) == names::macvlan_bucket([2, 0x70, 0, 0, 3, 0xe8]))
+        .unwrap();
+    let p = PublicDevice {
+        mac: Some(lower),
+        ..public()
+    };
+    let d = build(&config("gretap", "external", "vrf"), &p, false);
+    let tgp = d.links.iter().find(|l| l.name == "tgp1000").unwrap();
+    assert_eq!(tgp.spec(), "macvlan on eth-pub address 06:70:00:00:03:e8");
+    // and the public device's ingress stamps that MAC
+    let rs = &d.ruleset;
+    assert!(rs.contains("203.0.113.11 : 06:70:00:00:03:e8"), "{rs}");
+    // the same config on a device elsewhere keeps the plain MAC
+    let d = build(&config("gretap", "external", "vrf"), &public(), false);
+    assert!(d.ruleset.contains("203.0.113.11 : 02:70:00:00:03:e8"));
 }
 
 #[test]

@@ -4,13 +4,20 @@ use crate::gateway::desired::{self, Desired};
 use crate::gateway::observe::ObservedLink;
 use std::path::Path;
 
+fn public() -> desired::PublicDevice {
+    desired::PublicDevice {
+        subnets: vec!["198.51.100.0/24".parse().unwrap()],
+        mac: None,
+    }
+}
+
 fn desired(mode: &str) -> Desired {
     let text = include_str!("../../../examples/gateway.toml").replace(
         "tunnel_mode = \"external\"",
         &format!("tunnel_mode = \"{mode}\""),
     );
     let c = Config::parse(&text, Path::new("t")).unwrap();
-    desired::build(&c, &["198.51.100.0/24".parse().unwrap()], false)
+    desired::build(&c, &public(), false)
 }
 
 /// The kernel after a successful apply of `d`.
@@ -165,7 +172,7 @@ fn removed_tenant_is_deleted_innermost_first() {
         .replace("tunnel_mode = \"external\"", "tunnel_mode = \"per-tenant\"");
     let cut = text.rfind("[[tenant]]").unwrap();
     let one = Config::parse(&text[..cut], Path::new("t")).unwrap();
-    let d1 = desired::build(&one, &["198.51.100.0/24".parse().unwrap()], false);
+    let d1 = desired::build(&one, &public(), false);
     let changes = plan(&d1, &o, &x);
     let deletes: Vec<String> = changes
         .iter()

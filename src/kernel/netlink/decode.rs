@@ -34,6 +34,8 @@ pub struct LinkState {
     pub kind: String,
     /// Index of the device it is enslaved to.
     pub master: Option<u32>,
+    /// Its Ethernet address (`IFLA_ADDRESS`), when it has one of six bytes.
+    pub mac: Option<[u8; 6]>,
     /// Index of the device it sits on (`IFLA_LINK`: a macvlan's lower), when another one.
     pub lower: Option<u32>,
     pub up: bool,
@@ -46,6 +48,7 @@ pub fn link(m: &LinkMessage) -> Option<LinkState> {
         alias: None,
         kind: String::new(),
         master: None,
+        mac: None,
         lower: None,
         up: m.header.flags.contains(LinkFlags::Up),
     };
@@ -54,6 +57,7 @@ pub fn link(m: &LinkMessage) -> Option<LinkState> {
             LinkAttribute::IfName(n) => l.name = n.clone(),
             LinkAttribute::IfAlias(s) => l.alias = Some(s.clone()),
             LinkAttribute::Controller(i) => l.master = Some(*i),
+            LinkAttribute::Address(a) => l.mac = <[u8; 6]>::try_from(a.as_slice()).ok(),
             LinkAttribute::Link(i) if *i != m.header.index && *i != 0 => l.lower = Some(*i),
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
