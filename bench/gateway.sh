@@ -13,7 +13,10 @@
 # one lab through the counts after a discarded warm-up measurement (the comparison that
 # emulation needs: `TENANTS=1,10000 OFFLOADS=off REPS=5 GROW=1 bash bench/gateway.sh vm`), or
 # SIDE=1 with two counts for two labs side by side, measured alternately (a, b, a, b, ...), so
-# that the machine's drift between a quarter of an hour and the next touches both. In the VM
+# that the machine's drift between a quarter of an hour and the next touches both. With SIDE=1,
+# BALLAST=bench/ballast/<what>.sh runs that script in the second lab's gateway after its apply:
+# one kind of kernel object that 10,000 tenants make, alone (`TENANTS=1,1 SIDE=1
+# BALLAST=bench/ballast/macvlans.sh bash bench/gateway.sh vm`). In the VM
 # the gateway is left to the namespace's deletion (tollgate destroy of 30,000 devices under
 # emulation takes long; destroy is shown by the tests).
 # Every point first waits until the CPU is quiet after its apply (under 5 % busy for 5 s; the
@@ -31,6 +34,7 @@ GROW_ARG=() HOST_DESTROY_ARG=()
 if [ "${GROW:-0}" = 1 ]; then GROW_ARG=(--grow) HOST_DESTROY_ARG=(--no-destroy); fi
 # two counts in two labs side by side, measured alternately
 if [ "${SIDE:-0}" = 1 ]; then GROW_ARG=(--side-by-side); fi
+if [ -n "${BALLAST:-}" ]; then GROW_ARG+=(--ballast "$PWD/$BALLAST"); fi
 bash scripts/deps.sh
 cargo build --release --quiet -p tollgate -p tollgate-lab
 BIN=$PWD/target/release/tollgate-gateway-bench

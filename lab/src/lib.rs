@@ -379,9 +379,15 @@ pub fn wait_iperf3_idle(ns: &Netns, port: u16) {
 pub use tollgate::config::examples::gateway_variant as gateway_config;
 
 /// `config` (a gateway config) with `n` more tenants before its own, so its tenants are the
-/// last ones: ids 3000.., each with one network, gateway IP and EIP (10.200.x.y) like the
+/// last ones: ids 100000.., each with one network, gateway IP and EIP (10.200.x.y) like the
 /// example's, and a tunnel peer on a part of the underlay nothing listens on (nothing is ever
 /// sent to them: they only make the gateway as big as `n` tenants make it).
+///
+/// `tollgate apply` makes devices in the order of their names (`tgp1000` < `tgp100000` <
+/// ... < `tgp109999` < `tgp2000`), and the kernel's lists of devices (by index, and a
+/// macvlan driver's by MAC) are walked newest first: with these ids the example's user1
+/// (1000) is made before every filler, the oldest tenant, and user2 (2000) after them all,
+/// the newest.
 pub fn with_filler_tenants(config: &str, n: u32) -> String {
     let at = config.find("[[tenant]]").unwrap_or(config.len());
     let mut out = String::with_capacity(config.len() + n as usize * 220);
@@ -390,7 +396,7 @@ pub fn with_filler_tenants(config: &str, n: u32) -> String {
         let _ = write!(
             out,
             "[[tenant]]\nname = \"filler{i}\"\nid = {}\npeer = \"172.31.{}.{}\"\npeer_mac = \"02:00:ff:{:02x}:{:02x}:07\"\nnetworks = [\"10.0.0.0/24\"]\ngateway_ip = \"10.0.0.1/24\"\neips = {{ \"10.200.{}.{}\" = \"10.0.0.7\" }}\n\n",
-            3000 + i,
+            100_000 + i,
             8 + i / 250,
             i % 250 + 1,
             (i >> 8) & 0xff,

@@ -12,7 +12,9 @@
 //! - **newest EIP** (from 2 tenants on): to user2's EIP 203.0.113.12 (t2), the tenant applied
 //!   last. The kernel keeps devices in 256 lists by interface index, newest first, and looks a
 //!   tenant's devices up by index several times per packet: user1, grown from the first
-//!   point, is the oldest tenant and sits at the end of its lists; user2 at their head.
+//!   point, is the oldest tenant and sits at the end of its lists; user2 at their head (apply
+//!   makes devices in the order of their names, and the fillers' ids sort between the two:
+//!   see `with_filler_tenants`).
 //!
 //! For each: one TCP stream (iperf3, receiver's goodput), 64-byte UDP sent as fast as iperf3
 //! can (packets/s the receiver got) and ping (100 at 10 ms, average RTT). With table
@@ -91,6 +93,10 @@ pub struct Plan {
     /// One lab for every count, grown in order, after a discarded warm-up measurement;
     /// otherwise a fresh lab per point.
     pub grow: bool,
+    /// Side by side only: a shell script run in the second lab's gateway namespace after its
+    /// apply (`bench/ballast/`): one of the kernel objects 10,000 tenants make, alone, so
+    /// that two labs of one tenant each measure what that object costs.
+    pub ballast: Option<std::path::PathBuf>,
 }
 
 const EIP: &str = "203.0.113.11";
@@ -252,6 +258,9 @@ pub fn run_side_by_side(
             log(&format!("{}, side by side", heading(plan, offload, n)));
             applied.push(apply_count(plan, lab, offload, n, tollgate, &log)?);
         }
+        if let Some(script) = &plan.ballast {
+            add_ballast(&labs[1], script, &log)?;
+        }
         let _servers = (servers(&labs[0], a)?, servers(&labs[1], b)?);
         log("  warm-up measurements (discarded)");
         for (lab, n) in labs.iter().zip([a, b]) {
@@ -279,6 +288,28 @@ pub fn run_side_by_side(
         }
     }
     Ok(out)
+}
+
+/// Runs `script` in `lab`'s gateway namespace and waits for a quiet machine.
+fn add_ballast(lab: &GatewayLab, script: &Path, log: &impl Fn(&str)) -> Result<()> {
+    let t = Instant::now();
+    let o = lab.gw.command("sh").arg(script).output()?;
+    if !o.status.success() {
+        bail!(
+            "ballast {}: {}",
+            script.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let settled = settle(SETTLE_WINDOW, SETTLE_BUSY, SETTLE_MAX)?;
+    log(&format!(
+        "  ballast {} in the second lab: {:.0} s, settled in {:.0} s; {}",
+        script.display(),
+        t.elapsed().as_secs_f64(),
+        settled.waited_s,
+        String::from_utf8_lossy(&o.stdout).trim()
+    ));
+    Ok(())
 }
 
 /// A count applied to a lab, the machine quiet again.
@@ -560,6 +591,7 @@ mod tests {
             destroy: true,
             reps: 1,
             grow: false,
+            ballast: None,
         }
     }
 

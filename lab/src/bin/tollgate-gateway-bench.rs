@@ -40,6 +40,10 @@ struct Args {
     /// machine's drift touches both alike), instead of one after the other.
     #[arg(long, conflicts_with = "grow")]
     side_by_side: bool,
+    /// With --side-by-side: a shell script run in the second lab's gateway namespace after
+    /// its apply (bench/ballast/*.sh), to measure one kernel object's cost alone.
+    #[arg(long, requires = "side_by_side")]
+    ballast: Option<PathBuf>,
     /// Where to write the figures (JSON).
     #[arg(long)]
     out: PathBuf,
@@ -61,6 +65,7 @@ fn main() -> Result<()> {
         destroy: !a.no_destroy,
         reps: a.reps,
         grow: a.grow,
+        ballast: a.ballast,
     };
     if plan.grow && plan.destroy {
         bail!("--grow keeps one lab through every count: use it with --no-destroy");
