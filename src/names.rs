@@ -102,6 +102,18 @@ pub fn macvlan_bucket(mac: [u8; 6]) -> u8 {
     (value.wrapping_mul(GOLDEN_RATIO_64) >> 56) as u8
 }
 
+/// A MAC (52:54:00:00:xx:xx) in the macvlan driver's list `bucket`: a device MAC for tests.
+#[cfg(test)]
+pub(crate) fn mac_in_bucket(bucket: u8) -> [u8; 6] {
+    (0..=u16::MAX)
+        .map(|i| {
+            let [hi, lo] = i.to_be_bytes();
+            [0x52, 0x54, 0, 0, hi, lo]
+        })
+        .find(|m| macvlan_bucket(*m) == bucket)
+        .expect("65,536 MACs cover every list")
+}
+
 /// The shaper's macvlan for gateway tenant `id`: on the TAP, enslaved to the tenant's VRF, so a
 /// frame the shaper writes back with this device's MAC is delivered inside the tenant's VRF.
 pub fn shaper_macvlan(id: u32) -> String {
@@ -251,13 +263,7 @@ mod tests {
             [0x02, 0x70, 0, 0, 0x03, 0xe8]
         );
         // a device MAC in the same list as tenant 1000's plain MAC (bucket 104)
-        let lower = (0..=u16::MAX)
-            .map(|i: u16| {
-                let [hi, lo] = i.to_be_bytes();
-                [0x52, 0x54, 0, 0, hi, lo]
-            })
-            .find(|m| macvlan_bucket(*m) == 104)
-            .expect("a MAC in bucket 104");
+        let lower = mac_in_bucket(104);
         let moved = public_macvlan_mac(1000, Some(lower));
         assert_eq!(moved, [0x06, 0x70, 0, 0, 0x03, 0xe8]);
         let mut macs = BTreeSet::new();

@@ -111,7 +111,6 @@ pub fn foreign_routes<'a>(s: &'a Snapshot, o: &Observed, tables: &[u32]) -> Vec<
         .collect()
 }
 
-/// The IPv4 subnets of device `dev`'s addresses (the public side tenants may reach).
 /// The public device `dev` as the desired state needs it: its subnets and MAC.
 pub fn public_device(s: &Snapshot, dev: &str) -> super::desired::PublicDevice {
     super::desired::PublicDevice {
@@ -120,6 +119,7 @@ pub fn public_device(s: &Snapshot, dev: &str) -> super::desired::PublicDevice {
     }
 }
 
+/// The IPv4 subnets of device `dev`'s addresses (the public side tenants may reach).
 pub fn subnets(s: &Snapshot, dev: &str) -> Vec<Ipv4Net> {
     let mut out: Vec<Ipv4Net> = s
         .addresses
