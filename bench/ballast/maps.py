@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Ballast helper: grows every per-tenant set and map of tollgate's ruleset in this namespace
 to N elements (default 10,000) with keys no packet carries, and loads it back in one
-transaction. With one tenant, every set or map written with braces and one element is taken
-as per-tenant (the flowtable's and netdev chains' device lists excepted); the added elements'
-values copy the tenant's own. What was grown is printed."""
+transaction. With one tenant, every set or map of one element is taken as per-tenant (also
+those nft prints without braces: `ct zone 1000`, `iifname "tgp1000"`), and so is one whose
+keys are all the tenant's entry devices (two per tenant); the flowtable's and netdev chains'
+device lists are left alone. The added elements' values copy the tenant's own. What was
+grown is printed."""
 import ipaddress
 import re
 import subprocess
@@ -56,21 +58,34 @@ def fake_key(k, i):
 grown = []
 
 
+TENANT_DEV = re.compile(r'"tg[a-z]\d+"')
+
+
 def grow(m):
     body = m.group(1)
     items = [s.strip() for s in body.split(",")]
-    if len(items) != 1:
-        return m.group(0)  # per-tenant sets hold one element with one tenant
-    item = items[0]
-    key, sep, val = item.partition(" : ")
-    new = [item]
+    keys = [item.partition(" : ")[0] for item in items]
+    # one element, or one per entry device of the tenant (its `tge`/`tgp` macvlans)
+    if len(items) > 1 and not all(TENANT_DEV.fullmatch(k) for k in keys):
+        return m.group(0)
+    new = list(items)
     for i in range(1, N):
-        k = fake_key(key, i)
-        if k is None:
-            return m.group(0)
-        new.append(f"{k}{sep}{val}")
-    grown.append(item)
+        for j, item in enumerate(items):
+            key, sep, val = item.partition(" : ")
+            k = fake_key(key, i)
+            if k is None:
+                return m.group(0)
+            if len(items) > 1:
+                k = f'"tgf{chr(97 + j)}{100000 + i}"'
+            new.append(f"{k}{sep}{val}")
+    grown.append(body)
     return "{ " + ", ".join(new) + " }"
+
+
+def brace_singletons(line):
+    """The one-element sets nft prints without braces: a tenant's zone, its entry device."""
+    line = re.sub(r'\b(iifname) ("tg[a-z]\d+")(?! :)', r"\1 { \2 }", line)
+    return re.sub(r"\bct zone (\d+)\b(?! \.)", r"ct zone { \1 }", line)
 
 
 out = []
@@ -78,7 +93,7 @@ for line in text.splitlines():
     if "devices =" in line or line.rstrip().endswith("{"):
         out.append(line)
         continue
-    out.append(re.sub(r"\{ ([^{}]+) \}", grow, line))
+    out.append(re.sub(r"\{ ([^{}]+) \}", grow, brace_singletons(line)))
 load = "flush ruleset\n" + "\n".join(out) + "\n"
 subprocess.run(["nft", "-f", "-"], input=load, check=True, text=True)
 what = f"grew {len(grown)} sets/maps to {N}" if N > 1 else f"reloaded {len(grown)} sets/maps as they were"
