@@ -3,9 +3,9 @@
 to N elements (default 10,000) with keys no packet carries, and loads it back in one
 transaction. With one tenant, every set or map of one element is taken as per-tenant (also
 those nft prints without braces: `ct zone 1000`, `iifname "tgp1000"`), and so is one whose
-keys are all the tenant's entry devices (two per tenant); the flowtable's and netdev chains'
-device lists are left alone. The added elements' values copy the tenant's own. What was
-grown is printed."""
+keys are all the tenant's entry devices (two or three per tenant); the flowtable's and
+netdev chains' device lists are left alone. The added elements' values copy the tenant's
+own. What was grown is printed."""
 import ipaddress
 import re
 import subprocess
