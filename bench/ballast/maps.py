@@ -68,15 +68,14 @@ def grow(m):
     # one element, or one per entry device of the tenant (its `tge`/`tgp` macvlans)
     if len(items) > 1 and not all(TENANT_DEV.fullmatch(k) for k in keys):
         return m.group(0)
+    if len(items) == 1 and fake_key(keys[0], 1) is None:
+        return m.group(0)  # a key of a kind fake_key cannot make (a prefix, a range)
     new = list(items)
     for i in range(1, N):
         for j, item in enumerate(items):
-            key, sep, val = item.partition(" : ")
-            k = fake_key(key, i)
-            if k is None:
-                return m.group(0)
-            if len(items) > 1:
-                k = f'"tgf{chr(97 + j)}{100000 + i}"'
+            _, sep, val = item.partition(" : ")
+            # several entry devices: one fake device name each
+            k = fake_key(keys[0], i) if len(items) == 1 else f'"tgf{chr(97 + j)}{100000 + i}"'
             new.append(f"{k}{sep}{val}")
     grown.append(body)
     return "{ " + ", ".join(new) + " }"
