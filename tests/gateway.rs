@@ -164,14 +164,37 @@ fn a_failed_apply_is_rolled_back() {
     let Some(_serial) = lab("a_failed_apply_is_rolled_back") else {
         return;
     };
-    let lab = GatewayLab::new("gr", "vxlan").expect("lab");
+    failed_apply_rolls_back("gr", "vxlan", "per-tenant", "table", "off", |lab| {
+        let routes = lab
+            .gw
+            .ip(&["route", "show", "table", "1000"])
+            .expect("routes");
+        assert!(
+            routes.contains("default via 198.51.100.254 dev eth-pub proto 246"),
+            "{routes}"
+        );
+    });
+}
+
+/// An apply the kernel refuses part-way is undone entirely; then, corrected, it applies,
+/// converges (`extra` checks more) and is destroyed back to the namespace's first state.
+fn failed_apply_rolls_back(
+    tag: &str,
+    tunnel: &str,
+    mode: &str,
+    isolation: &str,
+    offload: &str,
+    extra: impl FnOnce(&GatewayLab),
+) {
+    let lab = GatewayLab::new(tag, tunnel).expect("lab");
     let before = lab.gw.snapshot().expect("snapshot");
     let state = lab.dir.path().join("state");
     let cfg = lab.dir.path().join("t.toml");
     let c = cfg.to_str().expect("path");
-    let base = variant_config("vxlan", "per-tenant", "table", "off", &state);
+    let base = variant_config(tunnel, mode, isolation, offload, &state);
     // valid config, but the kernel refuses a next hop that is not on the public link: by then
-    // links, addresses and other routes exist, and all of it must go again
+    // links (with VRFs, the entry devices made before them), addresses and other routes
+    // exist, and all of it must go again
     let bad = base.replace(
         "[gateway]\n",
         "[gateway]\npublic_gateway = \"203.0.113.254\"\n",
@@ -195,14 +218,7 @@ fn a_failed_apply_is_rolled_back() {
     std::fs::write(&cfg, &good).expect("config");
     ok(&tollgate(&lab.gw, &["apply", "-c", c]));
     assert!(ok(&tollgate(&lab.gw, &["plan", "-c", c])).contains("no changes"));
-    let routes = lab
-        .gw
-        .ip(&["route", "show", "table", "1000"])
-        .expect("routes");
-    assert!(
-        routes.contains("default via 198.51.100.254 dev eth-pub proto 246"),
-        "{routes}"
-    );
+    extra(&lab);
     ok(&tollgate(&lab.gw, &["destroy", "-c", c]));
     assert_eq!(before, lab.gw.snapshot().expect("snapshot"));
 }
@@ -378,6 +394,9 @@ fn vm_inner_reference_design() {
     let Some(_serial) = lab("vm_inner_reference_design") else {
         panic!("the VM lacks root, ip, nft or iperf3");
     };
+    // with VRFs, apply makes the entry devices before their VRFs: a failure undoes those too
+    failed_apply_rolls_back("vr", "gretap", "external", "vrf", "on", |_| {});
+    eprintln!("== VM rollback gretap/external/vrf");
     for mode in ["per-tenant", "external"] {
         let tag = if mode == "external" { "ve" } else { "vp" };
         eprintln!("== VM variant gretap/{mode}/vrf/offload=on");
@@ -399,6 +418,10 @@ fn vm_reference_design() {
     assert!(
         text.contains("VM variant gretap/external/vrf/offload=on"),
         "the inner test skipped a variant"
+    );
+    assert!(
+        text.contains("VM rollback gretap/external/vrf"),
+        "the inner test skipped the rollback"
     );
 }
 
@@ -504,6 +527,51 @@ fn vm_inner_rules_do_not_grow_with_tenants() {
         assert!(
             spread > 3 * VM_FILLERS as usize,
             "{mode}: {spread} tenant devices"
+        );
+        // apply makes the fillers' entry devices before their VRFs and pairs them, so every
+        // filler's packet walks about the same, short, way to its devices (the two first
+        // tenants, made by the first apply, are behind them all)
+        let walks = lab::index_list_walks(&lab.gw).unwrap_or_else(|e| panic!("{e}"));
+        let walk = |name: &str| -> usize {
+            *walks
+                .get(name)
+                .unwrap_or_else(|| panic!("{mode}: no device {name}"))
+        };
+        let fillers = 100_000..100_000 + VM_FILLERS;
+        let (mut inbound, mut reply) = (0, 0);
+        for id in fillers.clone() {
+            let vrf = walk(&format!("tgv{id}"));
+            let tunnel_side = if mode == "external" {
+                format!("tge{id}")
+            } else {
+                format!("tgt{id}")
+            };
+            inbound = inbound.max(vrf + walk(&format!("tgp{id}")));
+            reply = reply.max(vrf + walk(&tunnel_side));
+        }
+        // the longest list holds this many fillers' devices; in plan order (VRFs made first,
+        // then all of one side, then the other) the first filler's inbound packet walked
+        // about 4/3 of it
+        let longest = lab::index_list_lengths(&lab.gw, |name| {
+            name.strip_prefix("tg")
+                .and_then(|n| n.get(1..))
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|id| fillers.contains(&id))
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .max()
+        .unwrap_or(0);
+        eprintln!(
+            "== VM index lists gretap/{mode}/vrf: longest {longest} fillers' devices; worst walk inbound {inbound}, reply {reply}"
+        );
+        assert!(
+            inbound <= longest * 2 / 3 + 2,
+            "{mode}: a filler's inbound packet walks {inbound} devices (lists of up to {longest})"
+        );
+        assert!(
+            reply <= longest + 2,
+            "{mode}: a filler's reply walks {reply} devices (lists of up to {longest})"
         );
         let links = lab
             .gw

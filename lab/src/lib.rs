@@ -782,6 +782,35 @@ fn device_indexes(ns: &Netns) -> Result<Vec<(u64, String, String)>> {
         .collect())
 }
 
+/// For every device of `ns`, how many devices the kernel walks past before it when it looks it
+/// up by index: those in the same list of its index hash (`index & 255`) that were made after
+/// it, i.e. (indexes only growing) those with a higher index.
+pub fn index_list_walks(ns: &Netns) -> Result<std::collections::HashMap<String, usize>> {
+    let all = device_indexes(ns)?;
+    Ok(all
+        .iter()
+        .map(|(index, name, _)| {
+            let ahead = all
+                .iter()
+                .filter(|(j, _, _)| j % 256 == index % 256 && j > index)
+                .count();
+            (name.clone(), ahead)
+        })
+        .collect())
+}
+
+/// How many of the devices of `ns` that `pick` (given the name) selects each list of the
+/// kernel's index hash holds, for the lists that hold any.
+pub fn index_list_lengths(ns: &Netns, pick: impl Fn(&str) -> bool) -> Result<Vec<usize>> {
+    let mut lists = std::collections::BTreeMap::<u64, usize>::new();
+    for (index, name, _) in device_indexes(ns)? {
+        if pick(&name) {
+            *lists.entry(index % 256).or_default() += 1;
+        }
+    }
+    Ok(lists.into_values().collect())
+}
+
 /// `pairs` operator veth pairs in `ns`, in the device-index hash buckets of the next
 /// 2 x `pairs` indexes the kernel would hand out: devices made at the kernel's choice after
 /// this would share their buckets.

@@ -1,8 +1,11 @@
-//! Carrying out a plan: one netlink request per object and one nft transaction, and rollback of
-//! this run's creations, newest first, when a step fails. Sysctls go through the namespace's
-//! shared journal (held as `gateway`), so a shaper in the same namespace that needs the same
-//! value keeps it when the gateway is destroyed, and the other way round.
+//! Carrying out a plan: one netlink request per object and one nft transaction, in the plan's
+//! order except that a new VRF's entry devices are made (down) before it
+//! ([`super::creation_order`]), and rollback of this run's creations, newest first, when a
+//! step fails. Sysctls go through the namespace's shared journal (held as `gateway`), so a
+//! shaper in the same namespace that needs the same value keeps it when the gateway is
+//! destroyed, and the other way round.
 
+use super::creation_order::{self, Step};
 use super::plan::{Change, Extra};
 use super::{GatewayError, Prepared, desired, gateway, nft, observe, plan, read_sysctls};
 use crate::config::{Config, GatewayConfig};
@@ -72,16 +75,31 @@ fn create_link(
     link: &Link,
     indexes: &mut Option<IndexChooser>,
 ) -> Result<(), GatewayError> {
+    add_link_down(nl, link, indexes)?;
+    finish_link(nl, link)
+}
+
+/// The first half of [`create_link`]: the device, down and enslaved to nothing.
+fn add_link_down(
+    nl: &Netlink,
+    link: &Link,
+    indexes: &mut Option<IndexChooser>,
+) -> Result<(), GatewayError> {
     let per_tenant = link.name != names::EXTERNAL_DEV;
     let index = match indexes.as_mut() {
         Some(c) if per_tenant => c.choose(),
         _ => None,
     };
-    nl.link_create_then(link, index, |n| link_settings(link, n))?;
+    nl.link_add_down(link, index)?;
     if !per_tenant && let Some(c) = indexes.as_mut() {
         c.share(nl.link_index(&link.name)?);
     }
     Ok(())
+}
+
+/// The second half of [`create_link`]: enslaved, configured, up.
+fn finish_link(nl: &Netlink, link: &Link) -> Result<(), GatewayError> {
+    Ok(nl.link_finish(link, |n| link_settings(link, n))?)
 }
 
 /// What [`apply`] carries along while executing changes.
@@ -149,6 +167,15 @@ fn undo(c: &Change) -> Option<Change> {
     })
 }
 
+/// How a step reads in an error: the planned change it carries out, or the half of it.
+fn step_name(step: &Step) -> String {
+    match step {
+        Step::Change(c) => c.to_string(),
+        Step::AddDown(l) => format!("create {} (down)", l.name),
+        Step::Finish(l) => format!("finish creating {l}"),
+    }
+}
+
 /// Carries out a prepared plan. On failure, undoes what this run created, newest first.
 pub fn apply(config: &Config, p: &Prepared) -> Result<(), GatewayError> {
     let gw = gateway(config)?;
@@ -176,27 +203,44 @@ pub fn apply(config: &Config, p: &Prepared) -> Result<(), GatewayError> {
         desired: &p.desired,
         indexes: Some(ifindex::chooser_for(&p.snapshot.links)),
     };
-    let mut done: Vec<&Change> = Vec::new();
-    for c in &p.changes {
-        if let Err(e) = execute(&mut x, c) {
+    // what undoes each step carried out so far
+    let mut done: Vec<Option<Change>> = Vec::new();
+    for step in creation_order::schedule(&p.changes) {
+        let (result, undoing) = match step {
+            Step::Change(c) => (execute(&mut x, c), undo(c)),
+            Step::AddDown(link) => (
+                add_link_down(&nl, link, &mut x.indexes),
+                Some(Change::DeleteLink {
+                    link: link.name.clone(),
+                }),
+            ),
+            // undone with its first half
+            Step::Finish(link) => (finish_link(&nl, link), None),
+        };
+        if let Err(e) = result {
             let mut undone = 0;
-            for d in done.iter().rev() {
-                if let Some(u) = undo(d) {
-                    match execute(&mut x, &u) {
-                        Ok(()) => undone += 1,
-                        Err(e2) => tracing::error!("undoing `{d}`: {e2}"),
-                    }
+            // the kernel adds its l3mdev rule with the first VRF, and keeps it when the VRFs go
+            let made_vrf = p
+                .changes
+                .iter()
+                .any(|c| matches!(c, Change::CreateLink { link } if link.is_vrf()));
+            let l3mdev_rule =
+                (made_vrf && !p.observed.l3mdev_rule).then_some(Change::DeleteL3mdevRule);
+            for u in done.iter().rev().flatten().chain(l3mdev_rule.as_ref()) {
+                match execute(&mut x, u) {
+                    Ok(()) => undone += 1,
+                    Err(e2) => tracing::error!("undoing with `{u}`: {e2}"),
                 }
             }
             if !was_holding && let Err(e2) = journal.release(HOLDER) {
                 tracing::error!("restoring sysctls: {e2}");
             }
             return Err(GatewayError::Applied {
-                failed: format!("`{c}` failed: {e}"),
+                failed: format!("`{}` failed: {e}", step_name(&step)),
                 undone,
             });
         }
-        done.push(c);
+        done.push(undoing);
     }
     Ok(())
 }

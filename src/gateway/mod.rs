@@ -10,6 +10,7 @@
 //! it changes (for `destroy`) and, if a step fails, removes what this run created.
 
 mod apply;
+mod creation_order;
 pub mod desired;
 pub mod nft;
 pub mod observe;

@@ -11,7 +11,8 @@
 //! `ifi_index` set, as `ip link add ... index N`): never in bucket 0 nor in the bucket of a
 //! device that is not per-tenant (the public and underlay devices, the shared tunnel device,
 //! anything of the operator's). A tenant's own lookups still walk its bucket of tenants, which
-//! no choice of index avoids.
+//! no choice of index avoids; how far each tenant walks there is set by the order apply makes
+//! the devices in (`gateway::creation_order`).
 
 use crate::kernel::netlink::decode::LinkState;
 use crate::names;

@@ -50,6 +50,13 @@ impl Netlink {
         index: Option<u32>,
         before_up: impl FnOnce(&str) -> std::io::Result<()>,
     ) -> Result<(), NetlinkError> {
+        self.link_add_down(l, index)?;
+        self.link_finish(l, before_up)
+    }
+
+    /// The first half of [`Netlink::link_create_then`]: creates `l` with its alias, down and
+    /// enslaved to nothing (a down device receives nothing), at index `index`.
+    pub fn link_add_down(&self, l: &Link, index: Option<u32>) -> Result<(), NetlinkError> {
         let mut msg = match &l.kind {
             LinkKind::Vrf { table } => LinkVrf::new(&l.name, *table).build(),
             LinkKind::Vxlan {
@@ -104,6 +111,16 @@ impl Netlink {
             let _ = self.link_delete(&l.name);
             return Err(e);
         }
+        Ok(())
+    }
+
+    /// The second half of [`Netlink::link_create_then`]: enslaves `l` (made by
+    /// [`Netlink::link_add_down`]) to its master, runs `before_up`, brings it up.
+    pub fn link_finish(
+        &self,
+        l: &Link,
+        before_up: impl FnOnce(&str) -> std::io::Result<()>,
+    ) -> Result<(), NetlinkError> {
         if let Some(m) = &l.master {
             self.link_set_master(&l.name, Some(m))?;
         }
