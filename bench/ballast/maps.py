@@ -70,10 +70,10 @@ def grow(m):
         return m.group(0)
     if len(items) == 1 and fake_key(keys[0], 1) is None:
         return m.group(0)  # a key of a kind fake_key cannot make (a prefix, a range)
+    tails = [item.partition(" : ")[1:] for item in items]  # (" : ", value) or ("", "")
     new = list(items)
     for i in range(1, N):
-        for j, item in enumerate(items):
-            _, sep, val = item.partition(" : ")
+        for j, (sep, val) in enumerate(tails):
             # several entry devices: one fake device name each
             k = fake_key(keys[0], i) if len(items) == 1 else f'"tgf{chr(97 + j)}{100000 + i}"'
             new.append(f"{k}{sep}{val}")

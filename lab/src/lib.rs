@@ -786,15 +786,17 @@ fn device_indexes(ns: &Netns) -> Result<Vec<(u64, String, String)>> {
 /// up by index: those in the same list of its index hash (`index & 255`) that were made after
 /// it, i.e. (indexes only growing) those with a higher index.
 pub fn index_list_walks(ns: &Netns) -> Result<std::collections::HashMap<String, usize>> {
-    let all = device_indexes(ns)?;
+    let mut all = device_indexes(ns)?;
+    // newest first, counting each list's devices seen so far
+    all.sort_unstable_by_key(|d| std::cmp::Reverse(d.0));
+    let mut seen = std::collections::HashMap::<u64, usize>::new();
     Ok(all
-        .iter()
+        .into_iter()
         .map(|(index, name, _)| {
-            let ahead = all
-                .iter()
-                .filter(|(j, _, _)| j % 256 == index % 256 && j > index)
-                .count();
-            (name.clone(), ahead)
+            let list = seen.entry(index % 256).or_default();
+            let ahead = *list;
+            *list += 1;
+            (name, ahead)
         })
         .collect())
 }

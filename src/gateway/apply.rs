@@ -203,30 +203,19 @@ pub fn apply(config: &Config, p: &Prepared) -> Result<(), GatewayError> {
         desired: &p.desired,
         indexes: Some(ifindex::chooser_for(&p.snapshot.links)),
     };
-    // what undoes each step carried out so far
-    let mut done: Vec<Option<Change>> = Vec::new();
+    // what undoes the steps carried out so far, in order
+    let mut done: Vec<Change> = Vec::new();
+    // the kernel adds its l3mdev rule with the first VRF, and keeps it when the VRFs go
+    let mut l3mdev_rule = p.observed.l3mdev_rule;
     for step in creation_order::schedule(&p.changes) {
-        let (result, undoing) = match step {
-            Step::Change(c) => (execute(&mut x, c), undo(c)),
-            Step::AddDown(link) => (
-                add_link_down(&nl, link, &mut x.indexes),
-                Some(Change::DeleteLink {
-                    link: link.name.clone(),
-                }),
-            ),
-            // undone with its first half
-            Step::Finish(link) => (finish_link(&nl, link), None),
+        let result = match step {
+            Step::Change(c) => execute(&mut x, c),
+            Step::AddDown(link) => add_link_down(&nl, link, &mut x.indexes),
+            Step::Finish(link) => finish_link(&nl, link),
         };
         if let Err(e) = result {
             let mut undone = 0;
-            // the kernel adds its l3mdev rule with the first VRF, and keeps it when the VRFs go
-            let made_vrf = p
-                .changes
-                .iter()
-                .any(|c| matches!(c, Change::CreateLink { link } if link.is_vrf()));
-            let l3mdev_rule =
-                (made_vrf && !p.observed.l3mdev_rule).then_some(Change::DeleteL3mdevRule);
-            for u in done.iter().rev().flatten().chain(l3mdev_rule.as_ref()) {
+            for u in done.iter().rev() {
                 match execute(&mut x, u) {
                     Ok(()) => undone += 1,
                     Err(e2) => tracing::error!("undoing with `{u}`: {e2}"),
@@ -240,7 +229,20 @@ pub fn apply(config: &Config, p: &Prepared) -> Result<(), GatewayError> {
                 undone,
             });
         }
-        done.push(undoing);
+        match step {
+            Step::Change(c) => {
+                if matches!(c, Change::CreateLink { link } if link.is_vrf()) && !l3mdev_rule {
+                    l3mdev_rule = true;
+                    done.push(Change::DeleteL3mdevRule);
+                }
+                done.extend(undo(c));
+            }
+            Step::AddDown(link) => done.push(Change::DeleteLink {
+                link: link.name.clone(),
+            }),
+            // undone with its first half
+            Step::Finish(_) => {}
+        }
     }
     Ok(())
 }

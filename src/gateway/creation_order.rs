@@ -66,7 +66,7 @@ fn side(link: &Link, created: &HashSet<&str>) -> u8 {
 
 /// The steps that carry out `changes`: the plan's own order, except that entry devices of
 /// VRFs this plan creates are made (down) before the first of those VRFs, together with the
-/// devices they sit on that the plan also creates.
+/// devices they sit on that the plan creates after it.
 pub fn schedule(changes: &[Change]) -> Vec<Step<'_>> {
     let creates = || {
         changes.iter().filter_map(|c| match c {
@@ -79,7 +79,6 @@ pub fn schedule(changes: &[Change]) -> Vec<Step<'_>> {
         .enumerate()
         .map(|(i, l)| (l.name.as_str(), i))
         .collect();
-    let created: HashSet<&str> = creates().map(|l| l.name.as_str()).collect();
     let mut deferred: Vec<&Link> = creates()
         .filter(|l| {
             !l.is_vrf()
@@ -88,47 +87,36 @@ pub fn schedule(changes: &[Change]) -> Vec<Step<'_>> {
                     .is_some_and(|m| vrf_rank.contains_key(m))
         })
         .collect();
-    if deferred.is_empty() {
+    let first_vrf = changes
+        .iter()
+        .position(|c| matches!(c, Change::CreateLink { link } if link.is_vrf()));
+    let (Some(first_vrf), false) = (first_vrf, deferred.is_empty()) else {
         return changes.iter().map(Step::Change).collect();
-    }
+    };
+    let created: HashSet<&str> = creates().map(|l| l.name.as_str()).collect();
     // tunnel side first; within a side, the last VRF's device first
     deferred.sort_by_key(|l| {
         let vrf = l.master.as_deref().map_or(0, |m| vrf_rank[m]);
         (side(l, &created), std::cmp::Reverse(vrf))
     });
     let deferred_names: HashSet<&str> = deferred.iter().map(|l| l.name.as_str()).collect();
-    // devices the deferred ones sit on, made by this plan and not deferred themselves
-    let lowers: HashSet<&str> = deferred
-        .iter()
-        .filter_map(|l| l.lower())
-        .filter(|x| created.contains(x) && !deferred_names.contains(x))
-        .collect();
-    let mut out = Vec::with_capacity(changes.len() + deferred.len());
-    let mut emitted: HashSet<&str> = HashSet::new();
-    let mut started = false;
-    for c in changes {
+    let (before, after) = changes.split_at(first_vrf);
+    // devices the deferred ones sit on that the plan makes after the first VRF: made earlier
+    let lower_names: HashSet<&str> = deferred.iter().filter_map(|l| l.lower()).collect();
+    let is_lower = |c: &Change| {
+        matches!(c, Change::CreateLink { link }
+            if lower_names.contains(link.name.as_str())
+                && !deferred_names.contains(link.name.as_str()))
+    };
+    let mut out: Vec<Step> = before.iter().map(Step::Change).collect();
+    out.extend(after.iter().filter(|c| is_lower(c)).map(Step::Change));
+    out.extend(deferred.iter().map(|l| Step::AddDown(l)));
+    for c in after {
         match c {
             Change::CreateLink { link } if deferred_names.contains(link.name.as_str()) => {
                 out.push(Step::Finish(link));
             }
-            Change::CreateLink { link } if emitted.contains(link.name.as_str()) => {}
-            Change::CreateLink { link } if link.is_vrf() && !started => {
-                started = true;
-                for c2 in changes {
-                    if let Change::CreateLink { link: l2 } = c2
-                        && lowers.contains(l2.name.as_str())
-                        && emitted.insert(l2.name.as_str())
-                    {
-                        out.push(Step::Change(c2));
-                    }
-                }
-                out.extend(deferred.iter().map(|l| Step::AddDown(l)));
-                out.push(Step::Change(c));
-            }
-            Change::CreateLink { link } => {
-                emitted.insert(link.name.as_str());
-                out.push(Step::Change(c));
-            }
+            _ if is_lower(c) => {}
             _ => out.push(Step::Change(c)),
         }
     }

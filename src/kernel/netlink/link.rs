@@ -38,24 +38,13 @@ impl Netlink {
 
     /// Creates `l` with its alias, enslaves it to its master and brings it up.
     pub fn link_create(&self, l: &Link) -> Result<(), NetlinkError> {
-        self.link_create_then(l, None, |_| Ok(()))
+        self.link_add_down(l, None)?;
+        self.link_finish(l, |_| Ok(()))
     }
 
-    /// [`Netlink::link_create`] with interface index `index` (None: the kernel's choice),
-    /// running `before_up` (given the name) just before the link comes up: for settings that
-    /// must hold from its first packet.
-    pub fn link_create_then(
-        &self,
-        l: &Link,
-        index: Option<u32>,
-        before_up: impl FnOnce(&str) -> std::io::Result<()>,
-    ) -> Result<(), NetlinkError> {
-        self.link_add_down(l, index)?;
-        self.link_finish(l, before_up)
-    }
-
-    /// The first half of [`Netlink::link_create_then`]: creates `l` with its alias, down and
-    /// enslaved to nothing (a down device receives nothing), at index `index`.
+    /// The first half of [`Netlink::link_create`]: creates `l` with its alias, down and
+    /// enslaved to nothing (a down device receives nothing), at interface index `index` (None:
+    /// the kernel's choice).
     pub fn link_add_down(&self, l: &Link, index: Option<u32>) -> Result<(), NetlinkError> {
         let mut msg = match &l.kind {
             LinkKind::Vrf { table } => LinkVrf::new(&l.name, *table).build(),
@@ -114,8 +103,9 @@ impl Netlink {
         Ok(())
     }
 
-    /// The second half of [`Netlink::link_create_then`]: enslaves `l` (made by
-    /// [`Netlink::link_add_down`]) to its master, runs `before_up`, brings it up.
+    /// The second half of [`Netlink::link_create`]: enslaves `l` (made by
+    /// [`Netlink::link_add_down`]) to its master, runs `before_up` (given the name: for
+    /// settings that must hold from its first packet), brings it up.
     pub fn link_finish(
         &self,
         l: &Link,
