@@ -337,12 +337,19 @@ fn refuses_a_strict_reverse_path_filter_with_vrfs() {
     assert_eq!(before, lab.gw.snapshot().expect("snapshot"));
 }
 
-/// Proves flow offload: a TCP flow through the EIP stays established while data flows, and the
-/// kernel marks it [OFFLOAD] in conntrack (or the flowtable's counters move).
+/// Proves flow offload: a TCP flow through the EIP stays established while data flows, the
+/// kernel marks it [OFFLOAD] in conntrack and `show` counts it, and its packets really skip
+/// the stack: a counter put in front of the gateway's forward chain sees almost none of the
+/// bytes sent meanwhile (a flow marked [OFFLOAD] whose packets never match its flowtable entry
+/// would cross the forward hook whole).
 fn offload_is_active(lab: &GatewayLab, c: &str) {
     use std::io::{BufRead, Write};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let sent = Arc::new(AtomicU64::new(0));
+    let sent_by_client = sent.clone();
     let client = in_netns(lab.cl.name(), move || {
         let addr: std::net::SocketAddr = "203.0.113.11:22".parse().expect("addr");
         let s =
@@ -358,6 +365,7 @@ fn offload_is_active(lab: &GatewayLab, c: &str) {
             if w.write_all(&chunk).is_err() {
                 break;
             }
+            sent_by_client.fetch_add(chunk.len() as u64, Ordering::Relaxed);
             std::thread::sleep(Duration::from_millis(20));
         }
         line
@@ -371,6 +379,29 @@ fn offload_is_active(lab: &GatewayLab, c: &str) {
             .unwrap_or(false)
     });
     let show = ok(&tollgate(&lab.gw, &["show", "--json", "-c", c]));
+    // what still crosses the forward hook of this flow (both directions: port 22 either side)
+    let table = tollgate::names::GATEWAY_NFT_TABLE;
+    let counted = lab.gw.exec(
+        "nft",
+        &[
+            "insert", "rule", "inet", table, "forward", "tcp", "sport", "22", "counter",
+        ],
+    );
+    let counted = counted.and_then(|_| {
+        lab.gw.exec(
+            "nft",
+            &[
+                "insert", "rule", "inet", table, "forward", "tcp", "dport", "22", "counter",
+            ],
+        )
+    });
+    let before = sent.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(3));
+    let during = sent.load(Ordering::Relaxed) - before;
+    let forward = lab
+        .gw
+        .exec("nft", &["list", "chain", "inet", table, "forward"])
+        .unwrap_or_default();
     let _ = done_tx.send(());
     let banner = client.join().expect("client").expect("setns");
     assert!(banner.starts_with("t1:22"), "{banner}");
@@ -382,7 +413,32 @@ fn offload_is_active(lab: &GatewayLab, c: &str) {
         report["offload"]["offloaded_flows"].as_u64().unwrap_or(0) >= 1,
         "{show}"
     );
-    eprintln!("offload: {}", report["offload"]);
+    counted.expect("a counter in the forward chain");
+    let slow: u64 = forward
+        .lines()
+        .filter(|l| l.contains("dport 22 counter") || l.contains("sport 22 counter"))
+        .filter_map(|l| {
+            l.split("bytes ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert!(
+        during >= 256 * 1024,
+        "the client sent only {during} bytes in 3 s: nothing to judge the fast path by"
+    );
+    assert!(
+        slow * 10 < during,
+        "{slow} of the {during} bytes sent while offloaded crossed the forward hook: the flow \
+         is marked [OFFLOAD] but its packets take the slow path\n{forward}"
+    );
+    eprintln!(
+        "offload: {}; forward hook saw {slow} of {during} bytes sent",
+        report["offload"]
+    );
 }
 
 /// Inside the VM (Debian's stock kernel): the reference design. Does nothing elsewhere.
