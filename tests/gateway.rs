@@ -381,20 +381,17 @@ fn offload_is_active(lab: &GatewayLab, c: &str) {
     let show = ok(&tollgate(&lab.gw, &["show", "--json", "-c", c]));
     // what still crosses the forward hook of this flow (both directions: port 22 either side)
     let table = tollgate::names::GATEWAY_NFT_TABLE;
-    let counted = lab.gw.exec(
-        "nft",
-        &[
-            "insert", "rule", "inet", table, "forward", "tcp", "sport", "22", "counter",
-        ],
-    );
-    let counted = counted.and_then(|_| {
-        lab.gw.exec(
-            "nft",
-            &[
-                "insert", "rule", "inet", table, "forward", "tcp", "dport", "22", "counter",
-            ],
-        )
-    });
+    let counted: Result<Vec<String>, _> = ["sport", "dport"]
+        .iter()
+        .map(|port| {
+            lab.gw.exec(
+                "nft",
+                &[
+                    "insert", "rule", "inet", table, "forward", "tcp", port, "22", "counter",
+                ],
+            )
+        })
+        .collect();
     let before = sent.load(Ordering::Relaxed);
     std::thread::sleep(Duration::from_secs(3));
     let during = sent.load(Ordering::Relaxed) - before;

@@ -49,6 +49,52 @@ def eip(i):
     return "10.%d.%d.%d" % (128 + ((i >> 16) & 127), (i >> 8) & 255, i & 255)
 
 
+def tenant_batch(i, entry_lower, tunnel_here, default_dev, client_neigh):
+    """A tenant's VRF, entry macvlan (on `entry_lower`), tunnel macvlan settings and routes;
+    `tunnel_here` also makes the tunnel macvlan (the sharded labs make it in the gateway)."""
+    lines = [
+        "link add tgv%d type vrf table %d" % (i, i),
+        "link set tgv%d up" % i,
+        "link add tgi%d link %s address %s type macvlan mode private"
+        % (i, entry_lower, mac(0x71, i)),
+    ]
+    if tunnel_here:
+        lines.append("link add tgt%d link tgtun address %s type macvlan mode private"
+                     % (i, mac(0x72, i)))
+    lines += [
+        "link set tgi%d master tgv%d" % (i, i),
+        "link set tgt%d master tgv%d" % (i, i),
+        "link set tgi%d up" % i,
+        "link set tgt%d up" % i,
+        "addr add 10.0.0.1/24 dev tgt%d" % i,
+        "route replace 10.0.0.0/24 dev tgt%d encap ip id %d dst 172.31.0.2 key table %d"
+        % (i, i, i),
+        "route add default via 198.51.100.2 dev %s onlink table %d" % (default_dev, i),
+        "neigh replace 10.0.0.7 lladdr %s dev tgt%d nud permanent" % (PEER_MAC, i),
+    ]
+    if client_neigh:
+        lines.append("neigh replace 198.51.100.2 lladdr %s dev tgi%d nud permanent"
+                     % (CLIENT_MAC, i))
+    return lines
+
+
+def peers_map(ids):
+    """The gateway's map (outer source, GRE key) -> tenant mark, as an nft map element list."""
+    return ", ".join("172.31.0.2 . 0x%x : %d" % (i, i) for i in ids)
+
+
+def pre_nat(ids):
+    """The DNAT chain of a lab's tenants: each EIP to the host behind its tunnel."""
+    entries = ", ".join('"tgi%d"' % i for i in ids)
+    dnat = ", ".join("%s : 10.0.0.7" % eip(i) for i in ids)
+    return f"""\tchain pre_nat {{
+\t\ttype nat hook prerouting priority dstnat; policy accept;
+\t\tmeta iifkind "vrf" accept
+\t\tiifname {{ {entries} }} dnat ip to ip daddr map {{ {dnat} }}
+\t}}
+"""
+
+
 def main():
     out, lab, tenants, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     flat = sys.argv[5:] == ["flat"]
@@ -75,30 +121,11 @@ def main():
         sh = ["link set tgl up", "link set tgxp up",
               "neigh replace 198.51.100.2 lladdr %s dev tgxp nud permanent" % CLIENT_MAC]
         for i in ids:
-            sh += [
-                "link add tgv%d type vrf table %d" % (i, i),
-                "link set tgv%d up" % i,
-                "link add tgi%d link tgl address %s type macvlan mode private" % (i, mac(0x71, i)),
-                "link set tgi%d master tgv%d" % (i, i),
-                "link set tgt%d master tgv%d" % (i, i),
-                "link set tgi%d up" % i,
-                "link set tgt%d up" % i,
-                "addr add 10.0.0.1/24 dev tgt%d" % i,
-                "route replace 10.0.0.0/24 dev tgt%d encap ip id %d dst 172.31.0.2 key table %d"
-                % (i, i, i),
-                "route add default via 198.51.100.2 dev %s onlink table %d"
-                % ("tgi%d" % i if sym else "tgxp", i),
-                "neigh replace 10.0.0.7 lladdr %s dev tgt%d nud permanent" % (PEER_MAC, i),
-            ]
-            if sym:
-                sh.append("neigh replace 198.51.100.2 lladdr %s dev tgi%d nud permanent"
-                          % (CLIENT_MAC, i))
+            sh += tenant_batch(i, "tgl", False, "tgi%d" % i if sym else "tgxp", sym)
         with open(os.path.join(out, "%s-s%d.batch" % (lab, j)), "w") as f:
             f.write("\n".join(sh) + "\n")
         zones = ", ".join(('"tgi%d" : %d, "tgt%d" : %d' if sym else '"tgi%d" : %d')
                           % ((i, i, i, i) if sym else (i, i)) for i in ids)
-        entries = ", ".join('"tgi%d"' % i for i in ids)
-        dnat = ", ".join("%s : 10.0.0.7" % eip(i) for i in ids)
         ft = ""
         if offload:
             devs = ", ".join(['"tgl"', '"tgxp"'] + ['"tgi%d", "tgt%d"' % (i, i) for i in ids])
@@ -119,22 +146,16 @@ def main():
 \t\tmeta iifkind "vrf" accept
 \t\tct zone set iifname map {{ {zones} }}
 \t}}
-\tchain pre_nat {{
-\t\ttype nat hook prerouting priority dstnat; policy accept;
-\t\tmeta iifkind "vrf" accept
-\t\tiifname {{ {entries} }} dnat ip to ip daddr map {{ {dnat} }}
-\t}}
-}}
+{pre_nat(ids)}}}
 """)
     with open(os.path.join(out, lab + "-gw.batch"), "w") as f:
         f.write("\n".join(gw) + "\n")
     ids = range(1, tenants + 1)
-    shard_of = {i: (i - 1) // size for i in ids}
-    peers = ", ".join("172.31.0.2 . 0x%x : %d" % (i, i) for i in ids)
+    peers = peers_map(ids)
     pub_mac = ", ".join("%s : %s" % (eip(i), mac(0x71, i)) for i in ids)
-    pub_fwd = ", ".join('%s : "tgl%d"' % (eip(i), shard_of[i]) for i in ids)
+    pub_fwd = ", ".join('%s : "tgl%d"' % (eip(i), (i - 1) // size) for i in ids)
     tun_mac = ", ".join("%d : %s" % (i, mac(0x72 if sym else 0x71, i)) for i in ids)
-    tun_fwd = ", ".join('%d : "tgl%d"' % (i, shard_of[i]) for i in ids)
+    tun_fwd = ", ".join('%d : "tgl%d"' % (i, (i - 1) // size) for i in ids)
     tun_rule = "meta protocol ip ether daddr set meta mark map { %s }" % tun_mac
     if not sym:
         tun_rule += " fwd to meta mark map { %s }" % tun_fwd
@@ -173,31 +194,14 @@ def write_flat(out, lab, tenants):
         f.write("\n")
     gw = []
     for i in range(1, tenants + 1):
-        gw += [
-            "link add tgv%d type vrf table %d" % (i, i),
-            "link set tgv%d up" % i,
-            "link add tgi%d link eth-pub address %s type macvlan mode private" % (i, mac(0x71, i)),
-            "link add tgt%d link tgtun address %s type macvlan mode private" % (i, mac(0x72, i)),
-            "link set tgi%d master tgv%d" % (i, i),
-            "link set tgt%d master tgv%d" % (i, i),
-            "link set tgi%d up" % i,
-            "link set tgt%d up" % i,
-            "addr add 10.0.0.1/24 dev tgt%d" % i,
-            "route replace 10.0.0.0/24 dev tgt%d encap ip id %d dst 172.31.0.2 key table %d"
-            % (i, i, i),
-            "route add default via 198.51.100.2 dev tgi%d onlink table %d" % (i, i),
-            "neigh replace 10.0.0.7 lladdr %s dev tgt%d nud permanent" % (PEER_MAC, i),
-            "neigh replace 198.51.100.2 lladdr %s dev tgi%d nud permanent" % (CLIENT_MAC, i),
-        ]
+        gw += tenant_batch(i, "eth-pub", True, "tgi%d" % i, True)
     with open(os.path.join(out, lab + "-gw.batch"), "w") as f:
         f.write("\n".join(gw) + "\n")
     ids = range(1, tenants + 1)
-    peers = ", ".join("172.31.0.2 . 0x%x : %d" % (i, i) for i in ids)
+    peers = peers_map(ids)
     pub_mac = ", ".join("%s : %s" % (eip(i), mac(0x71, i)) for i in ids)
     tun_mac = ", ".join("%d : %s" % (i, mac(0x72, i)) for i in ids)
     zones = ", ".join('"tgi%d" : %d, "tgt%d" : %d' % (i, i, i, i) for i in ids)
-    entries = ", ".join('"tgi%d"' % i for i in ids)
-    dnat = ", ".join("%s : 10.0.0.7" % eip(i) for i in ids)
     with open(os.path.join(out, lab + "-gw.nft"), "w") as f:
         f.write(f"""table inet ss {{
 \tmap peers {{
@@ -210,12 +214,7 @@ def write_flat(out, lab, tenants):
 \t\tiifname "eth-ul" ip protocol gre @th,0,32 0x20006558 meta mark set ip saddr . @th,32,32 map @peers
 \t\tct zone set iifname map {{ {zones} }}
 \t}}
-\tchain pre_nat {{
-\t\ttype nat hook prerouting priority dstnat; policy accept;
-\t\tmeta iifkind "vrf" accept
-\t\tiifname {{ {entries} }} dnat ip to ip daddr map {{ {dnat} }}
-\t}}
-}}
+{pre_nat(ids)}}}
 table netdev ss {{
 \tchain pub {{
 \t\ttype filter hook ingress device "eth-pub" priority -10; policy accept;
