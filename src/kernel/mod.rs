@@ -6,6 +6,7 @@
 //!   object, and a pure decoder from messages to [`model`]);
 //! - [`nft`]: rulesets in one atomic transaction, tables listed as JSON;
 //! - [`nft_dump`]: a table's rule counters and flowtables read by netlink (fast at any size);
+//! - [`netns`]: named network namespaces, and work done inside one;
 //! - [`sysctl`]: values by dotted key, and the journal of changes to restore;
 //! - [`state`]: atomic state files and locks, never following symbolic links;
 //! - [`tap`]: the TAP device with vnet headers and offloads;
@@ -17,6 +18,7 @@ pub mod conntrack;
 pub mod ifindex;
 pub mod model;
 pub mod netlink;
+pub mod netns;
 pub mod nft;
 pub mod nft_dump;
 pub mod state;
