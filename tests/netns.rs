@@ -107,3 +107,66 @@ fn a_named_namespace_is_made_entered_and_removed() {
         Err(netns::NetnsError::Missing(_))
     ));
 }
+
+#[test]
+fn links_span_namespaces_and_their_lowers_are_not_misread() {
+    let Some(_guard) = common::lab("links_span_namespaces_and_their_lowers_are_not_misread") else {
+        return;
+    };
+    let (a, b) = (lab::unique("nsa"), lab::unique("nsb"));
+    netns::create(&a).expect("creating a");
+    let _pa = Pinned(a.clone());
+    netns::create(&b).expect("creating b");
+    let _pb = Pinned(b.clone());
+
+    // in a: a veth whose peer is made in b, and a macvlan on it moved into b with its alias
+    let b2 = b.clone();
+    netns::run_in(
+        &a,
+        move || -> Result<(), tollgate::kernel::netlink::NetlinkError> {
+            let nl = Netlink::new()?;
+            nl.link_create_veth_into("low0", "low", &b2)?;
+            nl.link_create_macvlan("mv0", "low0", [2, 0, 0, 0, 0, 9], None)?;
+            nl.link_set_alias("mv0", "tollgate: macvlan on low0 address 02:00:00:00:00:09")?;
+            nl.link_set_netns("mv0", &b2)
+        },
+    )
+    .expect("entering a")
+    .expect("making the links");
+
+    let links = |ns: &str| {
+        netns::run_in(ns, || {
+            Netlink::new()
+                .expect("netlink")
+                .snapshot()
+                .expect("snapshot")
+                .links
+        })
+        .expect("entering")
+    };
+    let in_a = links(&a);
+    let in_b = links(&b);
+    let find = |ls: &[tollgate::kernel::netlink::decode::LinkState], n: &str| {
+        ls.iter()
+            .find(|l| l.name == n)
+            .cloned()
+            .unwrap_or_else(|| panic!("{n} missing: {ls:?}"))
+    };
+    let low0 = find(&in_a, "low0");
+    assert!(in_a.iter().all(|l| l.name != "mv0"), "mv0 left a: {in_a:?}");
+    let low = find(&in_b, "low");
+    let mv0 = find(&in_b, "mv0");
+    assert_eq!(mv0.kind, "macvlan");
+    assert_eq!(
+        mv0.alias.as_deref(),
+        Some("tollgate: macvlan on low0 address 02:00:00:00:00:09")
+    );
+    // each sits on a device of the other namespace: never read as a local index, even where
+    // a local device has that index (b's lo is 1, and its own veth end is low)
+    for l in [&low0, &low, &mv0] {
+        assert_eq!(l.lower, None, "{l:?}");
+        assert!(l.lower_netns.is_some(), "{l:?}");
+    }
+    assert_eq!(low0.kind, "veth");
+    assert_eq!(low.kind, "veth");
+}

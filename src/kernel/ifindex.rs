@@ -148,6 +148,7 @@ mod tests {
             kind: kind.into(),
             master: None,
             lower: None,
+            lower_netns: None,
             up: true,
         }
     }

@@ -36,8 +36,13 @@ pub struct LinkState {
     pub master: Option<u32>,
     /// Its Ethernet address (`IFLA_ADDRESS`), when it has one of six bytes.
     pub mac: Option<[u8; 6]>,
-    /// Index of the device it sits on (`IFLA_LINK`: a macvlan's lower), when another one.
+    /// Index of the device it sits on (`IFLA_LINK`: a macvlan's lower), when another one in
+    /// this namespace.
     pub lower: Option<u32>,
+    /// The namespace its lower (or a veth's peer) lives in, when another one: the id this
+    /// namespace knows it by (`IFLA_LINK_NETNSID`). `IFLA_LINK` is then an index over there,
+    /// so `lower` is None rather than a device of this namespace that happens to share it.
+    pub lower_netns: Option<i32>,
     pub up: bool,
 }
 
@@ -50,6 +55,7 @@ pub fn link(m: &LinkMessage) -> Option<LinkState> {
         master: None,
         mac: None,
         lower: None,
+        lower_netns: None,
         up: m.header.flags.contains(LinkFlags::Up),
     };
     for a in &m.attributes {
@@ -59,6 +65,7 @@ pub fn link(m: &LinkMessage) -> Option<LinkState> {
             LinkAttribute::Controller(i) => l.master = Some(*i),
             LinkAttribute::Address(a) => l.mac = <[u8; 6]>::try_from(a.as_slice()).ok(),
             LinkAttribute::Link(i) if *i != m.header.index && *i != 0 => l.lower = Some(*i),
+            LinkAttribute::LinkNetNsId(id) => l.lower_netns = Some(*id),
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
                     if let LinkInfo::Kind(k) = i {
@@ -68,6 +75,9 @@ pub fn link(m: &LinkMessage) -> Option<LinkState> {
             }
             _ => {}
         }
+    }
+    if l.lower_netns.is_some() {
+        l.lower = None;
     }
     (!l.name.is_empty()).then_some(l)
 }
@@ -256,6 +266,22 @@ mod tests {
         assert_eq!(l.lower, Some(1));
         assert!(l.up);
         assert!(link(&LinkMessage::default()).is_none(), "no name, no link");
+    }
+
+    #[test]
+    fn a_lower_in_another_namespace_is_not_taken_for_a_local_device() {
+        let mut m = LinkMessage::default();
+        m.header.index = 12;
+        m.attributes = vec![
+            LinkAttribute::IfName("tgt1000".into()),
+            LinkAttribute::Link(7),
+            LinkAttribute::LinkNetNsId(0),
+            LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::MacVlan)]),
+        ];
+        let l = link(&m).unwrap();
+        // index 7 is some device over there, not this namespace's device 7
+        assert_eq!(l.lower, None);
+        assert_eq!(l.lower_netns, Some(0));
     }
 
     #[test]

@@ -1,10 +1,14 @@
-//! Links: create (VRF, VXLAN, gretap, veth), enslave, bring up, delete, find by name.
+//! Links: create (VRF, VXLAN, gretap, veth), enslave, bring up, move to another namespace,
+//! delete, find by name.
 
 use super::{Netlink, NetlinkError, k};
 use crate::kernel::model::{Link, LinkKind};
 use futures_util::TryStreamExt;
-use rtnetlink::packet_route::link::{GreIOFlags, LinkAttribute, MacVlanMode};
+use rtnetlink::packet_route::link::{
+    GreIOFlags, InfoData, InfoVeth, LinkAttribute, LinkInfo, MacVlanMode,
+};
 use rtnetlink::{LinkGre, LinkMacVlan, LinkUnspec, LinkVeth, LinkVrf, LinkVxlan};
+use std::os::fd::AsRawFd;
 
 impl Netlink {
     /// The index of device `name`.
@@ -127,6 +131,47 @@ impl Netlink {
         self.link_add(msg, format!("create veth {name} peer {peer}"))
     }
 
+    /// Creates a veth pair `name` (here) / `peer` (in named namespace `netns`), both down, no
+    /// alias: a link between this namespace and another.
+    pub fn link_create_veth_into(
+        &self,
+        name: &str,
+        peer: &str,
+        netns: &str,
+    ) -> Result<(), NetlinkError> {
+        let ns = open_netns(netns)?;
+        let mut msg = LinkVeth::new(name, peer).build();
+        for a in &mut msg.attributes {
+            if let LinkAttribute::LinkInfo(infos) = a {
+                for i in infos {
+                    if let LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p))) = i {
+                        p.attributes.push(LinkAttribute::NetNsFd(ns.as_raw_fd()));
+                    }
+                }
+            }
+        }
+        // ns stays open until the kernel has answered
+        let r = self.link_add(msg, format!("create veth {name} peer {peer} netns {netns}"));
+        drop(ns);
+        r
+    }
+
+    /// Moves device `name` into named namespace `netns`. It keeps its alias and settings but
+    /// leaves its master and goes down; a macvlan keeps sending through its lower over here.
+    pub fn link_set_netns(&self, name: &str, netns: &str) -> Result<(), NetlinkError> {
+        let ns = open_netns(netns)?;
+        let idx = self.link_index(name)?;
+        let msg = LinkUnspec::new_with_index(idx)
+            .setns_by_fd(ns.as_raw_fd())
+            .build();
+        let h = self.handle.clone();
+        let what = format!("move {name} into netns {netns}");
+        let r = self.run(async move { h.link().set(msg).execute().await.map_err(k(what)) });
+        drop(ns);
+        self.indexes.borrow_mut().remove(name);
+        r
+    }
+
     /// Creates a macvlan `name` on `lower` with address `mac` (down, no alias), at interface
     /// index `index` (None: the kernel's choice).
     pub fn link_create_macvlan(
@@ -217,4 +262,16 @@ impl Netlink {
         let what = format!("delete link {name}");
         self.run(async move { h.link().del(idx).execute().await.map_err(k(what)) })
     }
+}
+
+/// An open handle on named namespace `netns`, for IFLA_NET_NS_FD.
+fn open_netns(netns: &str) -> Result<std::fs::File, NetlinkError> {
+    crate::kernel::netns::check_name(netns).map_err(|e| NetlinkError::Setting {
+        what: format!("open netns {netns}"),
+        err: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()),
+    })?;
+    std::fs::File::open(crate::kernel::netns::path(netns)).map_err(|err| NetlinkError::Setting {
+        what: format!("open netns {netns}"),
+        err,
+    })
 }
