@@ -95,6 +95,23 @@ fn a_named_namespace_is_made_entered_and_removed() {
             .any(|(_, t)| t == "tollgate_netns_test")
     );
 
+    // a connection opened in it works on it from this thread
+    let nl = Netlink::new_in(&name).expect("netlink in it");
+    nl.link_create_veth("nsv0", "nsv1").expect("a veth in it");
+    let mut names: Vec<String> = nl
+        .links()
+        .expect("links")
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["lo", "nsv0", "nsv1"]);
+    assert!(
+        !tollgate::kernel::device_exists("nsv0"),
+        "made here, not there"
+    );
+    drop(nl);
+
     netns::delete(&name).expect("deleting it");
     assert!(!netns::exists(&name));
     assert!(!netns::list("tgns").expect("listing").contains(&name));

@@ -119,6 +119,15 @@ impl Netlink {
         })
     }
 
+    /// A connection to named namespace `netns`, usable from any thread: a netlink socket
+    /// belongs to the namespace it was opened in, so it is opened by a thread that joined
+    /// `netns`, and every request on it then reads and changes that namespace.
+    pub fn new_in(netns: &str) -> Result<Netlink, NetlinkError> {
+        crate::kernel::netns::run_in(netns, Netlink::new).map_err(|e| {
+            NetlinkError::Socket(std::io::Error::other(format!("netlink socket in {e}")))
+        })?
+    }
+
     fn run<T>(&self, f: impl std::future::Future<Output = T>) -> T {
         self.rt.block_on(f)
     }
