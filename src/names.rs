@@ -120,6 +120,31 @@ pub fn shaper_macvlan(id: u32) -> String {
     format!("tgs{id}")
 }
 
+/// The shard tenant `id` belongs to, of `shards` (at least 1): a fixed hash of the id, so a
+/// tenant stays in its shard as others come and go, and ids in steps (1000, 2000, ...) spread
+/// as evenly as consecutive ones. Only a change of `shards` moves tenants.
+pub fn shard_of(id: u32, shards: u32) -> u32 {
+    // Fibonacci hashing: the golden-ratio multiply spreads any arithmetic progression of ids,
+    // and the top 32 bits of the product scale onto 0..shards without a modulo's bias
+    const GOLDEN_RATIO_64: u64 = 0x9E37_79B9_7F4A_7C15;
+    let h = u64::from(id).wrapping_mul(GOLDEN_RATIO_64) >> 32;
+    u32::try_from((h * u64::from(shards.max(1))) >> 32).unwrap_or(0)
+}
+
+/// The network namespace of shard `j`: the operator's prefix and the shard's number.
+pub fn shard_netns(prefix: &str, j: u32) -> String {
+    format!("{prefix}{j}")
+}
+
+/// Shard `j`'s own lower as the gateway's namespace sees it: the gateway's end of the veth
+/// pair whose other end ([`SHARD_LOWER`]) carries the shard's tenants' entry macvlans.
+pub fn shard_lower(j: u32) -> String {
+    format!("tgl{j}")
+}
+
+/// The shard's end of its lower, in the shard's namespace (the same name in every shard).
+pub const SHARD_LOWER: &str = "tgl";
+
 /// True when `name` is one [`shaper_macvlan`] could give (whatever the id).
 pub fn is_shaper_macvlan_name(name: &str) -> bool {
     name.strip_prefix("tgs")
@@ -201,6 +226,40 @@ mod tests {
         assert_ne!(gateway_macvlan_mac(7), public_macvlan_mac(7, None));
         assert_ne!(public_macvlan_mac(7, None), shaper_macvlan_mac(7));
         assert_ne!(gateway_macvlan_mac(7), shaper_macvlan_mac(7));
+    }
+
+    #[test]
+    fn shards_are_even_and_stable() {
+        // consecutive ids, ids in steps of 1,000, and ids spread over the whole range
+        let runs: [Vec<u32>; 3] = [
+            (100_000..110_000).collect(),
+            (1..=10_000).map(|i| i * 1000).collect(),
+            (0..10_000u32)
+                .map(|i| i.wrapping_mul(429_497) | 1)
+                .collect(),
+        ];
+        for ids in &runs {
+            let mut per = [0u32; 40];
+            for &id in ids {
+                per[shard_of(id, 40) as usize] += 1;
+            }
+            // 250 each on average; a shard's lower hashes its macvlans into 256 lists, so a
+            // few dozen either way costs nothing
+            assert!(per.iter().all(|&n| (240..=260).contains(&n)), "{per:?}");
+        }
+        // a tenant's shard depends on its id and the shard count alone
+        assert_eq!(shard_of(1000, 40), shard_of(1000, 40));
+        assert!((0..1000).all(|id| shard_of(id, 1) == 0 && shard_of(id, 0) == 0));
+        assert!((0..100_000).all(|id| shard_of(id, 7) < 7));
+        assert_eq!(shard_of(u32::MAX, u32::MAX), shard_of(u32::MAX, u32::MAX));
+        assert!(shard_of(u32::MAX, u32::MAX) < u32::MAX);
+    }
+
+    #[test]
+    fn shard_names() {
+        assert_eq!(shard_netns("tollgate-shard", 3), "tollgate-shard3");
+        assert_eq!(shard_lower(39), "tgl39");
+        assert!(shard_lower(u32::MAX).len() <= 15);
     }
 
     #[test]
