@@ -145,6 +145,40 @@ pub fn shard_lower(j: u32) -> String {
 /// The shard's end of its lower, in the shard's namespace (the same name in every shard).
 pub const SHARD_LOWER: &str = "tgl";
 
+/// A sharded tenant's tunnel-side entry: a macvlan on its shard's lower, in the tenant's VRF.
+/// The gateway's namespace stamps the tenant's decapsulated packets with its MAC and forwards
+/// them to the shard; they enter the VRF here (the public side enters by
+/// [`public_macvlan`], on the same lower), so the shard's ruleset still tells the two apart.
+pub fn tunnel_entry_macvlan(id: u32) -> String {
+    format!("tgi{id}")
+}
+
+/// The MAC of [`tunnel_entry_macvlan`]`(id)`: locally administered, the id in the last four.
+pub fn tunnel_entry_macvlan_mac(id: u32) -> [u8; 6] {
+    let b = id.to_be_bytes();
+    [0x02, 0x69, b[0], b[1], b[2], b[3]]
+}
+
+/// A shard's way out to the public side: a macvlan on the public device, moved into the shard;
+/// the tenants' tables route the public side through it.
+pub const SHARD_PUBLIC: &str = "tgxp";
+
+/// The MAC of shard `j`'s [`SHARD_PUBLIC`] macvlan: like [`public_macvlan_mac`], kept out of
+/// the public device's own hash list (`lower_mac`), with its own second byte.
+pub fn shard_public_mac(j: u32, lower_mac: Option<[u8; 6]>) -> [u8; 6] {
+    let mut m = public_macvlan_mac(j, lower_mac);
+    m[1] = 0x78;
+    if lower_mac.is_some_and(|l| macvlan_bucket(m) == macvlan_bucket(l)) {
+        // the second byte moved it into the device's list: take the first variant that is not
+        let b = j.to_be_bytes();
+        return (0..64u8)
+            .map(|v| [0x02 | (v << 2), 0x78, b[0], b[1], b[2], b[3]])
+            .find(|c| lower_mac.is_none_or(|l| macvlan_bucket(*c) != macvlan_bucket(l)))
+            .unwrap_or(m);
+    }
+    m
+}
+
 /// True when `name` is one [`shaper_macvlan`] could give (whatever the id).
 pub fn is_shaper_macvlan_name(name: &str) -> bool {
     name.strip_prefix("tgs")
@@ -260,6 +294,21 @@ mod tests {
         assert_eq!(shard_netns("tollgate-shard", 3), "tollgate-shard3");
         assert_eq!(shard_lower(39), "tgl39");
         assert!(shard_lower(u32::MAX).len() <= 15);
+        assert!(tunnel_entry_macvlan(u32::MAX).len() <= 15);
+        let lower = mac_in_bucket(104);
+        let mut macs = BTreeSet::new();
+        for j in 0..5000 {
+            let m = shard_public_mac(j, Some(lower));
+            assert_ne!(macvlan_bucket(m), macvlan_bucket(lower), "shard {j}");
+            assert_eq!(m[0] & 0x03, 0x02, "shard {j}: {m:02x?}");
+            assert!(macs.insert(m), "shard {j}: {m:02x?} twice");
+            assert_ne!(m, public_macvlan_mac(j, Some(lower)));
+        }
+        for id in [1, 1000, u32::MAX] {
+            let m = tunnel_entry_macvlan_mac(id);
+            assert!(![gateway_macvlan_mac(id), shaper_macvlan_mac(id)].contains(&m));
+            assert_ne!(m, public_macvlan_mac(id, None));
+        }
     }
 
     #[test]

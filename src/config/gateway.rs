@@ -60,6 +60,30 @@ pub struct GatewayConfig {
     pub rule_priority: u32,
     /// Where apply records the sysctl values it changed, for destroy to restore.
     pub state_dir: std::path::PathBuf,
+    /// Tenants spread over network namespaces of their own (None: all in the gateway's).
+    pub shards: Option<Shards>,
+}
+
+/// How the gateway spreads its tenants over shards: network namespaces `<prefix><j>` for j in
+/// 0..count, each with a lower of its own, a tenant in the one `names::shard_of` gives. The
+/// gateway's namespace then holds no per-tenant device, and no list the kernel searches per
+/// packet grows with the number of tenants, only with the number per shard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shards {
+    pub count: u32,
+    pub prefix: String,
+}
+
+impl Shards {
+    /// The namespace of shard `j`.
+    pub fn netns(&self, j: u32) -> String {
+        crate::names::shard_netns(&self.prefix, j)
+    }
+
+    /// The shard tenant `id` belongs to.
+    pub fn of(&self, id: u32) -> u32 {
+        crate::names::shard_of(id, self.count)
+    }
 }
 
 /// One firewall selector: `icmp`, `tcp/22`, `udp/53`, `tcp/8000-8100`, `tcp`, `udp`.
@@ -235,6 +259,7 @@ impl Cx<'_> {
                 .as_ref()
                 .map(|d| std::path::PathBuf::from(d.get_ref()))
                 .unwrap_or_else(|| std::path::PathBuf::from("/run/tollgate")),
+            shards: None,
         })
     }
 

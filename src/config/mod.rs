@@ -16,7 +16,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use gateway::{FwMatch, GatewayConfig, Isolation, Offload, TenantGateway, Tunnel, TunnelMode};
+pub use gateway::{
+    FwMatch, GatewayConfig, Isolation, Offload, Shards, TenantGateway, Tunnel, TunnelMode,
+};
 pub use net::Ipv4Net;
 use raw::{RawConfig, RawShaper, RawTenant};
 use thiserror::Error;

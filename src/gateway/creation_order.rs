@@ -52,7 +52,10 @@ pub enum Step<'a> {
 fn side(link: &Link, created: &HashSet<&str>) -> u8 {
     match &link.kind {
         // a keyed tunnel device
-        LinkKind::Vxlan { .. } | LinkKind::Gretap { .. } | LinkKind::Vrf { .. } => 0,
+        LinkKind::Vxlan { .. }
+        | LinkKind::Gretap { .. }
+        | LinkKind::Vrf { .. }
+        | LinkKind::Veth { .. } => 0,
         // a macvlan on the tunnel side (made after its lower, in front of the tunnel devices)
         LinkKind::Macvlan { lower, .. }
             if lower == EXTERNAL_DEV || created.contains(lower.as_str()) =>

@@ -65,6 +65,58 @@ pub fn tenant_device(gw: &GatewayConfig, g: &TenantGateway) -> String {
     }
 }
 
+/// The shared collect_md device of `tunnel_mode = "external"`, and the rule that refuses
+/// what arrives on it unmarked (a peer speaking for no tenant of its own).
+fn external_device(gw: &GatewayConfig) -> (Link, Rule) {
+    let link = Link {
+        name: EXTERNAL_DEV.into(),
+        kind: match gw.tunnel {
+            Tunnel::Vxlan => LinkKind::Vxlan {
+                vni: None,
+                local: gw.underlay_address,
+                remote: None,
+                port: gw.vxlan_port,
+                underlay: gw.underlay.clone(),
+            },
+            Tunnel::Gretap => LinkKind::Gretap {
+                key: None,
+                local: None,
+                remote: None,
+            },
+        },
+        master: None,
+    };
+    let rule = Rule {
+        priority: gw.rule_priority + 1,
+        iif: Some(EXTERNAL_DEV.into()),
+        fwmark: None,
+        tun_id: None,
+        l3mdev: false,
+        action: RuleAction::Prohibit,
+        proto: RTPROT_GATEWAY,
+    };
+    (link, rule)
+}
+
+/// The sysctls the namespace that routes tenants needs.
+fn tenant_sysctls() -> Vec<Sysctl> {
+    [
+        ("net.ipv4.ip_forward", "1"),
+        // replies the gateway generates (ICMP, TCP resets) carry the tenant's mark -> its table
+        ("net.ipv4.fwmark_reflect", "1"),
+        // and so do connections to the gateway's own services, accepted from a tenant
+        ("net.ipv4.tcp_fwmark_accept", "1"),
+        // reverse-path checks look in the tenant's table (by mark), not in main
+        ("net.ipv4.conf.all.src_valid_mark", "1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| Sysctl {
+        key: k.into(),
+        value: v.into(),
+    })
+    .collect()
+}
+
 /// What the gateway takes from the kernel about the public device (the operator's).
 #[derive(Clone, Debug, Default)]
 pub struct PublicDevice {
@@ -82,33 +134,9 @@ pub fn build(config: &Config, public: &PublicDevice, offload: bool) -> Desired {
     let tenants: Vec<_> = config.gateway_tenants().collect();
     let p = gw.rule_priority;
     if gw.tunnel_mode == TunnelMode::External {
-        d.links.push(Link {
-            name: EXTERNAL_DEV.into(),
-            kind: match gw.tunnel {
-                Tunnel::Vxlan => LinkKind::Vxlan {
-                    vni: None,
-                    local: gw.underlay_address,
-                    remote: None,
-                    port: gw.vxlan_port,
-                    underlay: gw.underlay.clone(),
-                },
-                Tunnel::Gretap => LinkKind::Gretap {
-                    key: None,
-                    local: None,
-                    remote: None,
-                },
-            },
-            master: None,
-        });
-        d.rules.insert(Rule {
-            priority: p + 1,
-            iif: Some(EXTERNAL_DEV.into()),
-            fwmark: None,
-            tun_id: None,
-            l3mdev: false,
-            action: RuleAction::Prohibit,
-            proto: RTPROT_GATEWAY,
-        });
+        let (link, rule) = external_device(gw);
+        d.links.push(link);
+        d.rules.insert(rule);
     }
     for (_, g) in &tenants {
         let vrf = (gw.isolation == Isolation::Vrf).then(|| names::vrf(g.id));
@@ -194,6 +222,7 @@ pub fn build(config: &Config, public: &PublicDevice, offload: bool) -> Desired {
                         kind: LinkKind::Macvlan {
                             lower: gw.public.clone(),
                             mac: names::public_macvlan_mac(g.id, public.mac),
+                            outside: false,
                         },
                         master: Some(v.clone()),
                     });
@@ -204,6 +233,7 @@ pub fn build(config: &Config, public: &PublicDevice, offload: bool) -> Desired {
                         kind: LinkKind::Macvlan {
                             lower: EXTERNAL_DEV.into(),
                             mac: names::gateway_macvlan_mac(g.id),
+                            outside: false,
                         },
                         master: Some(v.clone()),
                     });
@@ -245,24 +275,17 @@ pub fn build(config: &Config, public: &PublicDevice, offload: bool) -> Desired {
         }
     }
     // (addresses are a set: tenants sharing a gateway IP on the external device share one)
-    for (k, v) in [
-        ("net.ipv4.ip_forward", "1"),
-        // replies the gateway generates (ICMP, TCP resets) carry the tenant's mark -> its table
-        ("net.ipv4.fwmark_reflect", "1"),
-        // and so do connections to the gateway's own services, accepted from a tenant
-        ("net.ipv4.tcp_fwmark_accept", "1"),
-        // reverse-path checks look in the tenant's table (by mark), not in main
-        ("net.ipv4.conf.all.src_valid_mark", "1"),
-    ] {
-        d.sysctls.push(Sysctl {
-            key: k.into(),
-            value: v.into(),
-        });
-    }
-    d.ruleset = ruleset(gw, &tenants, public.mac, offload);
-    d.ruleset_digest = digest(&d.ruleset);
-    d.ruleset = d.ruleset.replace("@DIGEST@", &d.ruleset_digest);
+    d.sysctls = tenant_sysctls();
+    d.set_ruleset(ruleset(gw, &tenants, public.mac, offload, false));
     d
+}
+
+impl Desired {
+    /// Sets the ruleset and its version marker.
+    fn set_ruleset(&mut self, text: String) {
+        self.ruleset_digest = digest(&text);
+        self.ruleset = text.replace("@DIGEST@", &self.ruleset_digest);
+    }
 }
 
 /// What the policy rules of `d` cost: every packet that is not offloaded walks them in order
@@ -403,14 +426,31 @@ fn underlay_key(gw: &GatewayConfig) -> (String, &'static str, fn(u32) -> u64) {
     }
 }
 
+/// The tenants' ruleset: in the gateway's namespace (`shard` false: underlay marks, stamps,
+/// the public device and the tunnel devices as the tenants' ways in and out), or in a shard's
+/// (`shard` true: the gateway's namespace marks and stamps; a tenant enters by its two entry
+/// macvlans on the shard's lower and leaves by [`names::SHARD_PUBLIC`] or its tunnel macvlan).
 fn ruleset(
     gw: &GatewayConfig,
     tenants: &[(&crate::config::Tenant, &TenantGateway)],
     public_mac: Option<[u8; 6]>,
     offload: bool,
+    shard: bool,
 ) -> String {
     let mut s = String::new();
-    let public = &gw.public;
+    let public = if shard {
+        names::SHARD_PUBLIC
+    } else {
+        gw.public.as_str()
+    };
+    // the device a tenant's packets leave by towards the tenant
+    let tunnel_out = |g: &TenantGateway| {
+        if shard {
+            names::gateway_macvlan(g.id)
+        } else {
+            tenant_device(gw, g)
+        }
+    };
     let vrf = stamps(gw);
     let eips: Vec<(Ipv4Addr, &TenantGateway, Ipv4Addr)> = tenants
         .iter()
@@ -419,9 +459,9 @@ fn ruleset(
     let _ = writeln!(s, "table inet {NFT_TABLE} {{");
     if offload {
         let mut devs: BTreeSet<String> = BTreeSet::new();
-        devs.insert(public.clone());
+        devs.insert(public.to_string());
         for (_, g) in tenants {
-            devs.insert(tenant_device(gw, g));
+            devs.insert(tunnel_out(g));
         }
         let devs: Vec<String> = devs.iter().map(|d| format!("\"{d}\"")).collect();
         let _ = writeln!(
@@ -430,7 +470,7 @@ fn ruleset(
             devs.join(", ")
         );
     }
-    let external = gw.tunnel_mode == TunnelMode::External && !tenants.is_empty();
+    let external = gw.tunnel_mode == TunnelMode::External && !tenants.is_empty() && !shard;
     if external {
         // (outer source, tunnel key) -> tenant: a peer can speak only for its own tenants
         let (_, field, key) = underlay_key(gw);
@@ -469,7 +509,7 @@ fn ruleset(
             map(eips.iter().map(|(p, g, _)| (p, g.id)))
         );
     }
-    if !tenants.is_empty() {
+    if !tenants.is_empty() && !shard {
         match gw.tunnel_mode {
             TunnelMode::PerTenant => {
                 let _ = writeln!(
@@ -516,10 +556,15 @@ fn ruleset(
         .map(|(_, g)| (format!("\"{}\"", names::shaper_macvlan(g.id)), *g))
         .collect();
     if stamps_external(gw) {
+        let entry = if shard {
+            names::tunnel_entry_macvlan
+        } else {
+            names::gateway_macvlan
+        };
         entries.extend(
             tenants
                 .iter()
-                .map(|(_, g)| (format!("\"{}\"", names::gateway_macvlan(g.id)), *g)),
+                .map(|(_, g)| (format!("\"{}\"", entry(g.id)), *g)),
         );
     }
     let public_entries: Vec<_> = tenants
@@ -641,7 +686,7 @@ fn ruleset(
         // destination its table lacks is otherwise found in the tables after it (main), and
         // forwarded to the underlay or the operator's networks (two comparisons, not an
         // anonymous set: that would be one more kernel set per tenant)
-        let tunnel = tenant_device(gw, g);
+        let tunnel = tunnel_out(g);
         let _ = writeln!(
             s,
             "\tchain {tc} {{\n\t\toifname != \"{public}\" oifname != \"{tunnel}\" counter drop\n\t\tct state established,related accept\n\t\tct state invalid counter drop\n\t\toifname \"{public}\" goto {oc}\n\t\tgoto {ic}\n\t}}"
@@ -661,8 +706,8 @@ fn ruleset(
     // --- VRF entry: the destination MAC of the tenant's macvlan, on the ingress of the devices
     // that belong to no VRF; runs before the flowtable (priority filter), which short-cuts
     // established flows on the same devices
-    let stamp_tunnel = stamps_external(gw) && !tenants.is_empty();
-    let stamp_public = !public_entries.is_empty();
+    let stamp_tunnel = stamps_external(gw) && !tenants.is_empty() && !shard;
+    let stamp_public = !public_entries.is_empty() && !shard;
     if stamp_tunnel || stamp_public {
         let _ = writeln!(s, "table netdev {NFT_TABLE} {{");
         // one chain per device: `rule` sets the destination MAC to a macvlan's
@@ -701,6 +746,9 @@ fn ruleset(
     }
     s
 }
+
+mod sharded;
+pub use sharded::{Layout, ShardDesired, layout};
 
 #[cfg(test)]
 mod tests;

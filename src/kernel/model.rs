@@ -36,10 +36,17 @@ pub enum LinkKind {
         local: Option<Ipv4Addr>,
         remote: Option<Ipv4Addr>,
     },
-    /// A macvlan (private mode) on `lower`, with address `mac`.
+    /// A macvlan (private mode) on `lower`, with address `mac`. `outside`: `lower` is a
+    /// device of the gateway's own namespace while the macvlan lives in a shard's (made over
+    /// there, then moved).
     Macvlan {
         lower: String,
         mac: [u8; 6],
+        outside: bool,
+    },
+    /// A shard's end of a veth pair whose other end, `peer`, is in the gateway's namespace.
+    Veth {
+        peer: String,
     },
 }
 
@@ -78,9 +85,16 @@ impl Link {
                 ),
                 None => "gretap external".to_string(),
             },
-            LinkKind::Macvlan { lower, mac } => {
-                format!("macvlan on {lower} address {}", mac_str(mac))
-            }
+            LinkKind::Macvlan {
+                lower,
+                mac,
+                outside,
+            } => format!(
+                "macvlan on {lower}{} address {}",
+                if *outside { " (gateway namespace)" } else { "" },
+                mac_str(mac)
+            ),
+            LinkKind::Veth { peer } => format!("veth peer {peer} (gateway namespace)"),
         }
     }
 
@@ -92,10 +106,14 @@ impl Link {
         matches!(self.kind, LinkKind::Vrf { .. })
     }
 
-    /// The device this one sits on (a macvlan's lower), if any.
+    /// The device of this namespace this one sits on (a macvlan's lower), if any.
     pub fn lower(&self) -> Option<&str> {
         match &self.kind {
-            LinkKind::Macvlan { lower, .. } => Some(lower),
+            LinkKind::Macvlan {
+                lower,
+                outside: false,
+                ..
+            } => Some(lower),
             _ => None,
         }
     }
@@ -113,6 +131,7 @@ impl Link {
             LinkKind::Vxlan { .. } => "vxlan",
             LinkKind::Gretap { .. } => "gretap",
             LinkKind::Macvlan { .. } => "macvlan",
+            LinkKind::Veth { .. } => "veth",
         }
     }
 }

@@ -17,6 +17,7 @@ fn macvlan(name: String, lower: &str, id: u32) -> Link {
         kind: LinkKind::Macvlan {
             lower: lower.into(),
             mac: names::gateway_macvlan_mac(id),
+            outside: false,
         },
         master: Some(names::vrf(id)),
     }

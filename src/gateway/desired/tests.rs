@@ -347,3 +347,205 @@ fn entries_refuse_the_gateways_own_addresses_as_sources() {
         "{guard}"
     );
 }
+
+fn sharded(n: u32, shards: u32) -> Config {
+    let mut c = many("gretap", "external", "vrf", n);
+    if let Some(gw) = c.gateway.as_mut() {
+        gw.shards = Some(crate::config::Shards {
+            count: shards,
+            prefix: "tgtest-s".into(),
+        });
+        gw.public_gateway = Some("198.51.100.1".parse().unwrap());
+    }
+    c
+}
+
+#[test]
+fn without_shards_the_layout_is_the_gateway_alone() {
+    let c = many("gretap", "external", "vrf", 4);
+    let l = layout(&c, &public(), true);
+    assert_eq!(l.front, build(&c, &public(), true));
+    assert!(l.shards.is_empty());
+}
+
+#[test]
+fn shards_leave_the_gateway_namespace_a_constant_few_objects() {
+    let (small, large) = (
+        layout(&sharded(3, 3), &public(), false),
+        layout(&sharded(60, 3), &public(), false),
+    );
+    for l in [&small, &large] {
+        let f = &l.front;
+        let links: Vec<&str> = f.links.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(links, ["tgtun"]);
+        let rules: Vec<String> = f.rules.iter().map(|r| r.to_string()).collect();
+        assert_eq!(rules, ["rule pref 10001 iif tgtun prohibit"]);
+        assert!(f.addresses.is_empty() && f.routes.is_empty() && f.neighs.is_empty());
+        assert!(f.sysctls.is_empty());
+        // no tenant chain, VRF or entry device is named in the gateway's ruleset
+        for absent in ["tenant_", "tgv", "tge", "dnat", "snat", "flowtable"] {
+            assert!(!f.ruleset.contains(absent), "{absent}: {}", f.ruleset);
+        }
+        assert_eq!(l.shards.len(), 3);
+        let total: usize = l.shards.iter().map(|s| s.desired.rules.len()).sum();
+        assert_eq!(total, 0, "no policy rule in any shard");
+    }
+}
+
+#[test]
+fn each_tenant_lives_in_the_shard_its_id_gives() {
+    let c = sharded(60, 3);
+    let l = layout(&c, &public(), false);
+    let sh = c.gateway.as_ref().unwrap().shards.clone().unwrap();
+    let mut seen = BTreeSet::new();
+    for s in &l.shards {
+        assert_eq!(s.netns, format!("tgtest-s{}", s.index));
+        let vrfs: Vec<u32> = s
+            .desired
+            .links
+            .iter()
+            .filter_map(|l| match l.kind {
+                LinkKind::Vrf { table } => Some(table),
+                _ => None,
+            })
+            .collect();
+        for id in vrfs {
+            assert_eq!(sh.of(id), s.index, "tenant {id}");
+            assert!(seen.insert(id), "tenant {id} twice");
+        }
+    }
+    assert_eq!(seen.len(), 60);
+    // the gateway sends each tenant's frames to that shard's lower, on both sides
+    let f = &l.front.ruleset;
+    for (_, g) in c.gateway_tenants() {
+        let lower = names::shard_lower(sh.of(g.id));
+        assert!(f.contains(&format!("{} : \"{lower}\"", g.id)), "{f}");
+        let (eip, _) = g.eips[0];
+        assert!(f.contains(&format!("{eip} : \"{lower}\"")), "{f}");
+        let mac = mac_str(&names::tunnel_entry_macvlan_mac(g.id));
+        assert!(f.contains(&format!("{} : {mac}", g.id)), "{f}");
+    }
+    assert!(f.contains("device \"tgtun\""), "{f}");
+    assert!(f.contains("device \"eth-pub\""), "{f}");
+    assert!(
+        f.contains("meta mark set ip saddr . @th,32,32 map @peers"),
+        "{f}"
+    );
+}
+
+#[test]
+fn a_shard_holds_its_lower_its_way_out_and_its_tenants() {
+    let c = sharded(60, 3);
+    let l = layout(&c, &public(), false);
+    let s = &l.shards[1];
+    let d = &s.desired;
+    let tgl = d.links.iter().find(|l| l.name == "tgl").unwrap();
+    assert_eq!(tgl.spec(), "veth peer tgl1 (gateway namespace)");
+    let tgxp = d.links.iter().find(|l| l.name == "tgxp").unwrap();
+    assert!(
+        tgxp.spec()
+            .starts_with("macvlan on eth-pub (gateway namespace) address ")
+    );
+    assert_eq!(tgxp.lower(), None, "its lower is not in the shard");
+    let id = d
+        .links
+        .iter()
+        .find_map(|l| match l.kind {
+            LinkKind::Vrf { table } => Some(table),
+            _ => None,
+        })
+        .unwrap();
+    let link = |n: String| d.links.iter().find(|l| l.name == n).cloned().unwrap();
+    let vrf = Some(names::vrf(id));
+    assert_eq!(link(names::public_macvlan(id)).master, vrf);
+    assert_eq!(link(names::public_macvlan(id)).lower(), Some("tgl"));
+    assert_eq!(link(names::tunnel_entry_macvlan(id)).lower(), Some("tgl"));
+    let tge = link(names::gateway_macvlan(id));
+    assert_eq!(tge.master, vrf);
+    assert!(
+        tge.spec()
+            .starts_with("macvlan on tgtun (gateway namespace)")
+    );
+    let tge = names::gateway_macvlan(id);
+    assert!(d.addresses.iter().any(|a| a.dev == tge && a.prefix == 32));
+    assert!(d.neighs.iter().any(|n| n.dev == tge));
+    let routes: Vec<String> = d
+        .routes
+        .iter()
+        .filter(|r| r.table == id)
+        .map(|r| r.to_string())
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            format!("route 0.0.0.0/0 via 198.51.100.1 dev tgxp table {id}"),
+            format!(
+                "route 10.0.0.0/24 via {} onlink encap ip id {id} dst {} key dev {tge} table {id}",
+                external_nexthop(c.gateway_tenants().find(|t| t.1.id == id).unwrap().1),
+                c.gateway_tenants().find(|t| t.1.id == id).unwrap().1.peer,
+            ),
+            format!("route 198.51.100.0/24 dev tgxp table {id}"),
+        ]
+    );
+    let rs = &d.ruleset;
+    // zones by both entries; DNAT only from the public one; out by the shard's devices
+    assert!(
+        rs.contains(&format!(
+            "\"{}\" : {}",
+            names::tunnel_entry_macvlan(id),
+            id % 65536
+        )),
+        "{rs}"
+    );
+    assert!(
+        rs.contains(&format!(
+            "\"{}\" : {}",
+            names::public_macvlan(id),
+            id % 65536
+        )),
+        "{rs}"
+    );
+    let dnat = rs.lines().find(|l| l.contains("dnat")).unwrap();
+    assert!(
+        dnat.contains(&names::public_macvlan(id)) && !dnat.contains("tgi"),
+        "{dnat}"
+    );
+    assert!(rs.contains("oifname \"tgxp\" ct zone"), "{rs}");
+    assert!(
+        rs.contains(&format!(
+            "oifname != \"tgxp\" oifname != \"{tge}\" counter drop"
+        )),
+        "{rs}"
+    );
+    for absent in ["tgtun", "eth-pub", "eth-ul", "peers", "netdev", "flowtable"] {
+        assert!(!rs.contains(absent), "{absent}: {rs}");
+    }
+    assert_eq!(d.sysctls, tenant_sysctls());
+    // every shard's ruleset is its own version
+    let digests: BTreeSet<&str> = l
+        .shards
+        .iter()
+        .map(|s| s.desired.ruleset_digest.as_str())
+        .collect();
+    assert_eq!(digests.len(), 3);
+}
+
+#[test]
+fn an_empty_shard_still_has_its_lower_and_a_loadable_ruleset() {
+    // one tenant, four shards: three are empty
+    let l = layout(&sharded(1, 4), &public(), false);
+    let empty: Vec<&ShardDesired> = l
+        .shards
+        .iter()
+        .filter(|s| !s.desired.links.iter().any(|l| l.is_vrf()))
+        .collect();
+    assert_eq!(empty.len(), 3);
+    for s in empty {
+        let names: Vec<&str> = s.desired.links.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["tgl", "tgxp"]);
+        // no empty map or set, which nft refuses
+        assert!(!s.desired.ruleset.contains("{  }"), "{}", s.desired.ruleset);
+        assert!(!s.desired.ruleset.contains("{ }"), "{}", s.desired.ruleset);
+    }
+    assert!(!l.front.ruleset.contains("{ }") && !l.front.ruleset.contains("{  }"));
+}

@@ -92,7 +92,17 @@ impl Netlink {
                 }
                 b.build()
             }
-            LinkKind::Macvlan { lower, mac } => self.macvlan_message(&l.name, lower, *mac)?,
+            // an `outside` macvlan is made by the gateway namespace's connection, then moved
+            LinkKind::Macvlan { lower, mac, .. } => self.macvlan_message(&l.name, lower, *mac)?,
+            // its two ends are in two namespaces: made by link_create_veth_into over there
+            LinkKind::Veth { peer } => {
+                return Err(NetlinkError::Setting {
+                    what: format!("create {l}"),
+                    err: std::io::Error::other(format!(
+                        "a shard's veth is made from the gateway's namespace with its peer {peer}"
+                    )),
+                });
+            }
         };
         if let Some(i) = index {
             msg.header.index = i;
