@@ -21,13 +21,54 @@ fn print_changes(changes: &[Change]) {
     for c in changes {
         println!("  {c}");
     }
-    let count = |s: char| changes.iter().filter(|c| c.sign() == s).count();
-    println!(
-        "{} to create, {} to change, {} to delete",
-        count('+'),
-        count('~'),
-        count('-')
-    );
+    print_counts(changes.iter().map(Change::sign));
+}
+
+fn print_counts(signs: impl Iterator<Item = char>) {
+    let (mut add, mut change, mut delete) = (0, 0, 0);
+    for s in signs {
+        match s {
+            '+' => add += 1,
+            '-' => delete += 1,
+            _ => change += 1,
+        }
+    }
+    println!("{add} to create, {change} to change, {delete} to delete");
+}
+
+/// The plan of every namespace: the gateway's own changes as they are, a shard's prefixed by
+/// its namespace, a shard to make or remove as one line.
+fn print_plan(p: &gateway::Prepared) {
+    let mut signs = Vec::new();
+    for c in &p.front.changes {
+        println!("  {c}");
+        signs.push(c.sign());
+    }
+    for s in &p.shards {
+        if !s.exists {
+            println!("  + netns {} (shard {})", s.netns, s.index);
+            signs.push('+');
+        }
+        for c in &s.plan.changes {
+            println!("  [{}] {c}", s.netns);
+            signs.push(c.sign());
+        }
+    }
+    for n in &p.stale_shards {
+        let c = Change::DeleteShard { netns: n.clone() };
+        println!("  {c}");
+        signs.push(c.sign());
+    }
+    print_counts(signs.into_iter());
+}
+
+/// The policy rules of every namespace of the plan.
+fn rule_count(p: &gateway::Prepared) -> usize {
+    p.front.desired.rules.len()
+        + p.shards
+            .iter()
+            .map(|s| s.plan.desired.rules.len())
+            .sum::<usize>()
 }
 
 pub fn plan(path: &Path, ruleset: bool) -> anyhow::Result<Outcome> {
@@ -36,16 +77,22 @@ pub fn plan(path: &Path, ruleset: bool) -> anyhow::Result<Outcome> {
     for w in &p.warnings {
         eprintln!("warning: {w}");
     }
-    let outcome = if p.changes.is_empty() {
+    let outcome = if p.change_count() == 0 {
         println!("no changes: the kernel matches {}", path.display());
         Outcome::Done
     } else {
-        print_changes(&p.changes);
+        print_plan(&p);
         Outcome::ChangesPending
     };
-    println!("{}", gateway::desired::rule_cost(&p.desired));
+    println!("{}", gateway::desired::rule_cost(rule_count(&p)));
     if ruleset {
-        println!("\n{}", p.desired.ruleset);
+        println!("\n{}", p.front.desired.ruleset);
+        for s in &p.shards {
+            println!(
+                "# shard {} (netns {})\n{}",
+                s.index, s.netns, s.plan.desired.ruleset
+            );
+        }
     }
     Ok(outcome)
 }
@@ -57,13 +104,13 @@ pub fn apply(path: &Path) -> anyhow::Result<()> {
     for w in &p.warnings {
         eprintln!("warning: {w}");
     }
-    if p.changes.is_empty() {
+    if p.change_count() == 0 {
         println!("no changes: the kernel matches {}", path.display());
         return Ok(());
     }
-    print_changes(&p.changes);
+    print_plan(&p);
     gateway::apply(&config, &p)?;
-    println!("applied {} change(s)", p.changes.len());
+    println!("applied {} change(s)", p.change_count());
     Ok(())
 }
 

@@ -224,8 +224,8 @@ fn check(path: &Path, offline: bool, programs: &[Program]) -> anyhow::Result<()>
     }
     if config.gateway.is_some() {
         // the public device's subnets only add routes, not rules: none are needed here
-        let d = tollgate::gateway::desired::build(&config, &Default::default(), false);
-        println!("{}", tollgate::gateway::desired::rule_cost(&d));
+        let l = tollgate::gateway::desired::layout(&config, &Default::default(), false);
+        println!("{}", tollgate::gateway::desired::rule_cost(l.rule_count()));
     }
     println!("{}: OK", path.display());
     Ok(())

@@ -64,6 +64,24 @@ pub struct GatewayConfig {
     pub shards: Option<Shards>,
 }
 
+impl GatewayConfig {
+    /// The shards tenants are spread over, if any (a count of 0 means none).
+    pub fn sharding(&self) -> Option<&Shards> {
+        self.shards.as_ref().filter(|s| s.count > 0)
+    }
+
+    /// The prefix of shard namespaces: also without shards, so that those left from an
+    /// earlier config are found and removed.
+    pub fn shard_prefix(&self) -> &str {
+        self.shards
+            .as_ref()
+            .map_or(DEFAULT_SHARD_PREFIX, |s| s.prefix.as_str())
+    }
+}
+
+/// The default `shard_prefix`: shard namespaces `tollgate-shard0`, `tollgate-shard1`, ...
+pub const DEFAULT_SHARD_PREFIX: &str = "tollgate-shard";
+
 /// How the gateway spreads its tenants over shards: network namespaces `<prefix><j>` for j in
 /// 0..count, each with a lower of its own, a tenant in the one `names::shard_of` gives. The
 /// gateway's namespace then holds no per-tenant device, and no list the kernel searches per

@@ -7,7 +7,7 @@
 
 use super::creation_order::{self, Step};
 use super::plan::{Change, Extra};
-use super::{GatewayError, Prepared, desired, gateway, nft, observe, plan, read_sysctls};
+use super::{GatewayError, NsPlan, Prepared, desired, gateway, nft, observe, plan, read_sysctls};
 use crate::config::{Config, GatewayConfig};
 use crate::kernel::ifindex::{self, IndexChooser};
 use crate::kernel::model::{self, Link, LinkKind};
@@ -28,14 +28,14 @@ pub struct State {
 
 fn journal() -> Result<Journal, GatewayError> {
     Journal::for_this_netns(Path::new(RUN_DIR)).map_err(|err| GatewayError::Io {
-        what: "reading /proc/self/ns/net".into(),
+        what: "reading /proc/thread-self/ns/net".into(),
         err,
     })
 }
 
 fn state_path(gw: &GatewayConfig) -> Result<PathBuf, GatewayError> {
     let ino = state::netns_inode().map_err(|err| GatewayError::Io {
-        what: "reading /proc/self/ns/net".into(),
+        what: "reading /proc/thread-self/ns/net".into(),
         err,
     })?;
     Ok(gw.state_dir.join(format!("gateway-{ino}.json")))
@@ -45,7 +45,7 @@ fn state_path(gw: &GatewayConfig) -> Result<PathBuf, GatewayError> {
 /// two runs never interleave their changes. Released when dropped (or when the process dies).
 pub fn lock() -> Result<Lock, GatewayError> {
     let ino = state::netns_inode().map_err(|err| GatewayError::Io {
-        what: "reading /proc/self/ns/net".into(),
+        what: "reading /proc/thread-self/ns/net".into(),
         err,
     })?;
     // one place for every config, whatever its `state_dir`, so two applies with different
@@ -68,31 +68,77 @@ fn link_settings(link: &Link, name: &str) -> std::io::Result<()> {
         .try_for_each(|(k, v)| sysctl::write(k, v))
 }
 
-/// Creates `link`: a per-tenant device at an index `indexes` chooses, a shared one (the
-/// external tunnel device) where the kernel puts it, its bucket then closed to tenants.
-fn create_link(
-    nl: &Netlink,
-    link: &Link,
-    indexes: &mut Option<IndexChooser>,
-) -> Result<(), GatewayError> {
-    add_link_down(nl, link, indexes)?;
-    finish_link(nl, link)
+/// The namespace a shard's plan reaches into: the gateway's own, by a connection opened there.
+/// A shard's lower (a veth pair) and its macvlans on the gateway's devices are made there and
+/// moved into the shard.
+struct Outside {
+    nl: Netlink,
+    /// The shard's namespace, where such devices go.
+    netns: String,
 }
 
-/// The first half of [`create_link`]: the device, down and enslaved to nothing.
-fn add_link_down(
-    nl: &Netlink,
-    link: &Link,
-    indexes: &mut Option<IndexChooser>,
-) -> Result<(), GatewayError> {
+/// What [`apply_namespace`] carries along while executing changes.
+struct Executor<'a> {
+    gw: &'a GatewayConfig,
+    nl: &'a Netlink,
+    desired: &'a desired::Desired,
+    /// None while destroying (nothing is created then), and in shards.
+    indexes: Option<IndexChooser>,
+    /// In a shard: the gateway's namespace.
+    outside: Option<&'a Outside>,
+}
+
+impl Executor<'_> {
+    fn outside(&self, link: &Link) -> Result<&Outside, GatewayError> {
+        self.outside.ok_or_else(|| {
+            GatewayError::Refused(format!(
+                "{link} belongs in a shard, made from the gateway's namespace"
+            ))
+        })
+    }
+}
+
+/// Creates `link`: down, then enslaved, configured and up.
+fn create_link(x: &mut Executor, link: &Link) -> Result<(), GatewayError> {
+    add_link_down(x, link)?;
+    finish_link(x.nl, link)
+}
+
+/// The first half of [`create_link`]: the device, down and enslaved to nothing. A per-tenant
+/// device of the gateway's namespace goes at an index the chooser picks; a shared one (the
+/// external tunnel device) where the kernel puts it, its bucket then closed to tenants. A
+/// shard's devices whose other side is in the gateway's namespace are made there and moved.
+fn add_link_down(x: &mut Executor, link: &Link) -> Result<(), GatewayError> {
+    match &link.kind {
+        LinkKind::Veth { peer } => {
+            let o = x.outside(link)?;
+            o.nl.link_create_veth_into(peer, &link.name, &o.netns)?;
+            if let Err(e) = x.nl.link_set_alias(&link.name, &link.alias()) {
+                let _ = o.nl.link_delete(peer);
+                return Err(e.into());
+            }
+            o.nl.link_set_up(peer)?;
+            return Ok(());
+        }
+        LinkKind::Macvlan { outside: true, .. } => {
+            let o = x.outside(link)?;
+            o.nl.link_add_down(link, None)?;
+            if let Err(e) = o.nl.link_set_netns(&link.name, &o.netns) {
+                let _ = o.nl.link_delete(&link.name);
+                return Err(e.into());
+            }
+            return Ok(());
+        }
+        _ => {}
+    }
     let per_tenant = link.name != names::EXTERNAL_DEV;
-    let index = match indexes.as_mut() {
+    let index = match x.indexes.as_mut() {
         Some(c) if per_tenant => c.choose(),
         _ => None,
     };
-    nl.link_add_down(link, index)?;
-    if !per_tenant && let Some(c) = indexes.as_mut() {
-        c.share(nl.link_index(&link.name)?);
+    x.nl.link_add_down(link, index)?;
+    if !per_tenant && let Some(c) = x.indexes.as_mut() {
+        c.share(x.nl.link_index(&link.name)?);
     }
     Ok(())
 }
@@ -102,23 +148,15 @@ fn finish_link(nl: &Netlink, link: &Link) -> Result<(), GatewayError> {
     Ok(nl.link_finish(link, |n| link_settings(link, n))?)
 }
 
-/// What [`apply`] carries along while executing changes.
-struct Executor<'a> {
-    nl: &'a Netlink,
-    desired: &'a desired::Desired,
-    /// None while destroying (nothing is created then).
-    indexes: Option<IndexChooser>,
-}
-
 fn execute(x: &mut Executor, c: &Change) -> Result<(), GatewayError> {
     let (nl, d) = (x.nl, x.desired);
     match c {
         // held and released through the journal (apply, destroy), not one by one
         Change::Sysctl { .. } | Change::RestoreSysctl { .. } => {}
-        Change::CreateLink { link } => create_link(nl, link, &mut x.indexes)?,
+        Change::CreateLink { link } => create_link(x, link)?,
         Change::RecreateLink { link, .. } => {
             nl.link_delete(&link.name)?;
-            create_link(nl, link, &mut x.indexes)?;
+            create_link(x, link)?;
         }
         Change::SetMaster { link, master } => nl.link_set_master(link, master.as_deref())?,
         Change::SetUp { link } => nl.link_set_up(link)?,
@@ -138,6 +176,7 @@ fn execute(x: &mut Executor, c: &Change) -> Result<(), GatewayError> {
                 nl.rule_delete(r)?;
             }
         }
+        Change::DeleteShard { netns } => delete_shard(x.gw, netns)?,
     }
     Ok(())
 }
@@ -176,21 +215,31 @@ fn step_name(step: &Step) -> String {
     }
 }
 
-/// Carries out a prepared plan. On failure, undoes what this run created, newest first.
-pub fn apply(config: &Config, p: &Prepared) -> Result<(), GatewayError> {
-    let gw = gateway(config)?;
-    if p.changes.is_empty() {
-        return Ok(());
-    }
+/// What undoes one namespace's applied changes: its creations' inverses, in order, and
+/// whether it took the sysctl journal in this run (released again on undo).
+struct Undo {
+    changes: Vec<Change>,
+    took_journal: bool,
+}
+
+/// Carries out `changes` of `plan` in the calling thread's namespace. On failure, undoes what
+/// it created there, newest first, and says so in the error; on success, returns what would
+/// undo it (for a failure in a later namespace).
+fn apply_namespace(
+    gw: &GatewayConfig,
+    plan: &NsPlan,
+    changes: &[Change],
+    outside: Option<&Outside>,
+) -> Result<Undo, GatewayError> {
     let path = state_path(gw)?;
     let mut state = load_state(&path)?;
     if state.l3mdev_rule_preexisting.is_none() {
-        state.l3mdev_rule_preexisting = Some(p.observed.l3mdev_rule);
+        state.l3mdev_rule_preexisting = Some(plan.observed.l3mdev_rule);
     }
     state::save(&path, &state)?;
     let journal = journal()?;
     let was_holding = !journal.held_by(HOLDER)?.is_empty();
-    let wants: Vec<(String, String)> = p
+    let wants: Vec<(String, String)> = plan
         .desired
         .sysctls
         .iter()
@@ -199,28 +248,27 @@ pub fn apply(config: &Config, p: &Prepared) -> Result<(), GatewayError> {
     journal.hold(HOLDER, &wants)?;
     let nl = Netlink::new()?;
     let mut x = Executor {
+        gw,
         nl: &nl,
-        desired: &p.desired,
-        indexes: Some(ifindex::chooser_for(&p.snapshot.links)),
+        desired: &plan.desired,
+        // a shard's lists are short: its devices go where the kernel puts them
+        indexes: outside
+            .is_none()
+            .then(|| ifindex::chooser_for(&plan.snapshot.links)),
+        outside,
     };
     // what undoes the steps carried out so far, in order
     let mut done: Vec<Change> = Vec::new();
     // the kernel adds its l3mdev rule with the first VRF, and keeps it when the VRFs go
-    let mut l3mdev_rule = p.observed.l3mdev_rule;
-    for step in creation_order::schedule(&p.changes) {
+    let mut l3mdev_rule = plan.observed.l3mdev_rule;
+    for step in creation_order::schedule(changes) {
         let result = match step {
             Step::Change(c) => execute(&mut x, c),
-            Step::AddDown(link) => add_link_down(&nl, link, &mut x.indexes),
+            Step::AddDown(link) => add_link_down(&mut x, link),
             Step::Finish(link) => finish_link(&nl, link),
         };
         if let Err(e) = result {
-            let mut undone = 0;
-            for u in done.iter().rev() {
-                match execute(&mut x, u) {
-                    Ok(()) => undone += 1,
-                    Err(e2) => tracing::error!("undoing with `{u}`: {e2}"),
-                }
-            }
+            let undone = undo_all(&mut x, &done);
             if !was_holding && let Err(e2) = journal.release(HOLDER) {
                 tracing::error!("restoring sysctls: {e2}");
             }
@@ -244,10 +292,184 @@ pub fn apply(config: &Config, p: &Prepared) -> Result<(), GatewayError> {
             Step::Finish(_) => {}
         }
     }
+    Ok(Undo {
+        changes: done,
+        took_journal: !was_holding,
+    })
+}
+
+/// Runs `done` backwards; returns how many succeeded.
+fn undo_all(x: &mut Executor, done: &[Change]) -> usize {
+    let mut undone = 0;
+    for u in done.iter().rev() {
+        match execute(x, u) {
+            Ok(()) => undone += 1,
+            Err(e2) => tracing::error!("undoing with `{u}`: {e2}"),
+        }
+    }
+    undone
+}
+
+/// Undoes a namespace's applied changes (in the calling thread's namespace).
+fn undo_namespace(gw: &GatewayConfig, undo: &Undo) -> usize {
+    let Ok(nl) = Netlink::new() else {
+        tracing::error!("undoing: no netlink connection");
+        return 0;
+    };
+    let empty = desired::Desired::default();
+    let mut x = Executor {
+        gw,
+        nl: &nl,
+        desired: &empty,
+        indexes: None,
+        outside: None,
+    };
+    let n = undo_all(&mut x, &undo.changes);
+    if undo.took_journal
+        && let Err(e) = journal().and_then(|j| j.release(HOLDER).map_err(GatewayError::from))
+    {
+        tracing::error!("restoring sysctls: {e}");
+    }
+    n
+}
+
+/// Forgets a shard namespace's records (sysctl journal, state file) before it is deleted:
+/// they are keyed by the namespace's inode, which a later namespace may get.
+fn forget_namespace(gw: &GatewayConfig) -> Result<(), GatewayError> {
+    journal()?.release(HOLDER)?;
+    state::remove(&state_path(gw)?)?;
     Ok(())
 }
 
-/// Plans the removal of everything tollgate made (no kernel probing needed).
+fn in_shard<T: Send>(
+    netns: &str,
+    f: impl FnOnce() -> Result<T, GatewayError> + Send,
+) -> Result<T, GatewayError> {
+    crate::kernel::netns::run_in(netns, f)
+        .map_err(|e| GatewayError::Refused(format!("entering shard {netns}: {e}")))?
+}
+
+/// Deletes shard namespace `netns` and what it holds, and its records.
+fn delete_shard(gw: &GatewayConfig, netns: &str) -> Result<(), GatewayError> {
+    in_shard(netns, || forget_namespace(gw))?;
+    crate::kernel::netns::delete(netns).map_err(|e| GatewayError::Io {
+        what: format!("deleting shard {netns}"),
+        err: std::io::Error::other(e.to_string()),
+    })
+}
+
+/// Carries out a prepared plan, namespace by namespace: shards' namespaces are made first,
+/// then the gateway's devices, each shard's contents (in the shard), the gateway's ruleset
+/// (its stamps forward to the shards' lowers, which must exist), and last the shards the
+/// config no longer has are deleted. On failure, everything this run did is undone, newest
+/// first, in every namespace.
+pub fn apply(config: &Config, p: &Prepared) -> Result<(), GatewayError> {
+    let gw = gateway(config)?;
+    if p.change_count() == 0 {
+        return Ok(());
+    }
+    // undo records, oldest first
+    enum Done {
+        Netns(String),
+        Front(Undo),
+        Shard(String, Undo),
+    }
+    let mut done: Vec<Done> = Vec::new();
+    let result = (|| -> Result<(), GatewayError> {
+        for s in p.shards.iter().filter(|s| !s.exists) {
+            crate::kernel::netns::create(&s.netns).map_err(|e| GatewayError::Io {
+                what: format!("creating shard {}", s.netns),
+                err: std::io::Error::other(e.to_string()),
+            })?;
+            done.push(Done::Netns(s.netns.clone()));
+        }
+        let (ruleset, rest): (Vec<Change>, Vec<Change>) = p
+            .front
+            .changes
+            .iter()
+            .cloned()
+            .partition(|c| matches!(c, Change::Ruleset { .. }));
+        let sharded = !p.shards.is_empty();
+        let (now, later) = if sharded {
+            (rest, ruleset)
+        } else {
+            (p.front.changes.clone(), Vec::new())
+        };
+        if !now.is_empty() {
+            done.push(Done::Front(apply_namespace(gw, &p.front, &now, None)?));
+        }
+        let mut lower_made = false;
+        let mut outside = Outside {
+            nl: Netlink::new()?,
+            netns: String::new(),
+        };
+        for s in p.shards.iter().filter(|s| !s.plan.changes.is_empty()) {
+            lower_made |= s.plan.changes.iter().any(|c| {
+                matches!(c, Change::CreateLink { link } | Change::RecreateLink { link, .. }
+                    if matches!(link.kind, LinkKind::Veth { .. }))
+            });
+            outside.netns = s.netns.clone();
+            let o = outside;
+            let (o, r) = crate::kernel::netns::run_in(&s.netns, move || {
+                let r = apply_namespace(gw, &s.plan, &s.plan.changes, Some(&o));
+                (o, r)
+            })
+            .map_err(|e| GatewayError::Refused(format!("entering shard {}: {e}", s.netns)))?;
+            outside = o;
+            let undo = r?;
+            if s.exists {
+                done.push(Done::Shard(s.netns.clone(), undo));
+            }
+        }
+        // the stamps' `fwd` resolves each lower's index when loaded: reload after a new one
+        if sharded && (!later.is_empty() || lower_made) {
+            nft::apply(&p.front.desired.ruleset)?;
+            if p.front.extra.ruleset_digest.is_none() {
+                done.push(Done::Front(Undo {
+                    changes: vec![Change::DeleteRuleset],
+                    took_journal: false,
+                }));
+            }
+        }
+        for n in &p.stale_shards {
+            delete_shard(gw, n).map_err(|e| GatewayError::Applied {
+                failed: format!("`{}` failed: {e}", Change::DeleteShard { netns: n.clone() }),
+                undone: 0,
+            })?;
+        }
+        Ok(())
+    })();
+    let Err(e) = result else {
+        return Ok(());
+    };
+    let mut undone = 0;
+    for d in done.iter().rev() {
+        match d {
+            Done::Front(u) => undone += undo_namespace(gw, u),
+            Done::Shard(n, u) => match in_shard(n, || Ok(undo_namespace(gw, u))) {
+                Ok(k) => undone += k,
+                Err(e2) => tracing::error!("undoing in {n}: {e2}"),
+            },
+            Done::Netns(n) => match delete_shard(gw, n) {
+                Ok(()) => undone += 1,
+                Err(e2) => tracing::error!("undoing: {e2}"),
+            },
+        }
+    }
+    Err(match e {
+        GatewayError::Applied { failed, undone: u } => GatewayError::Applied {
+            failed,
+            undone: u + undone,
+        },
+        other => GatewayError::Applied {
+            failed: other.to_string(),
+            undone,
+        },
+    })
+}
+
+/// Plans the removal of everything tollgate made (no kernel probing needed): in the gateway's
+/// namespace object by object, and every shard namespace of tollgate's whole.
 pub fn plan_destroy(config: &Config) -> Result<Vec<Change>, GatewayError> {
     let gw = gateway(config)?;
     let nl = Netlink::new()?;
@@ -272,12 +494,18 @@ pub fn plan_destroy(config: &Config) -> Result<Vec<Change>, GatewayError> {
         sysctls: read_sysctls(&d)?,
         ruleset_digest: nft::marker()?,
     };
-    Ok(plan::destroy(
+    let mut changes = plan::destroy(
         &observed,
         &extra,
         &restore,
         state.l3mdev_rule_preexisting.unwrap_or(true),
-    ))
+    );
+    // after the ruleset whose stamps forward to them
+    let at = usize::from(matches!(changes.first(), Some(Change::DeleteRuleset)));
+    for (k, netns) in super::stale_shards(gw, 0)?.into_iter().enumerate() {
+        changes.insert(at + k, Change::DeleteShard { netns });
+    }
+    Ok(changes)
 }
 
 /// Runs every change in order even when some fail; returns the failures, in order, each
@@ -312,9 +540,11 @@ pub fn destroy(config: &Config, changes: &[Change]) -> Result<(), GatewayError> 
     let nl = Netlink::new()?;
     let empty = desired::Desired::default();
     let mut x = Executor {
+        gw,
         nl: &nl,
         desired: &empty,
         indexes: None,
+        outside: None,
     };
     let mut failed = run_all(changes, |c| match execute(&mut x, c) {
         Err(e) if already_gone(&e) => Ok(()),

@@ -281,6 +281,16 @@ pub fn build(config: &Config, public: &PublicDevice, offload: bool) -> Desired {
 }
 
 impl Desired {
+    /// The routing tables this state fills (a tenant's VRF table, or its table of routes).
+    pub fn tables(&self) -> Vec<u32> {
+        let mut t: BTreeSet<u32> = self.routes.iter().map(|r| r.table).collect();
+        t.extend(self.links.iter().filter_map(|l| match l.kind {
+            LinkKind::Vrf { table } => Some(table),
+            _ => None,
+        }));
+        t.into_iter().collect()
+    }
+
     /// Sets the ruleset and its version marker.
     fn set_ruleset(&mut self, text: String) {
         self.ruleset_digest = digest(&text);
@@ -288,12 +298,11 @@ impl Desired {
     }
 }
 
-/// What the policy rules of `d` cost: every packet that is not offloaded walks them in order
+/// What `n` policy rules cost: every packet that is not offloaded walks them in order
 /// before the kernel's `main` rule, so their number is a per-packet cost (measured here:
 /// forwarding with 2,000 non-matching rules ran at about half the speed of none, with 20,000 at
 /// about a tenth). One line for `check` and `plan`.
-pub fn rule_cost(d: &Desired) -> String {
-    let n = d.rules.len();
+pub fn rule_cost(n: usize) -> String {
     format!(
         "policy rules: {n} ({}); each packet that is not offloaded walks them in order: about 2,000 rules halve forwarding speed, 20,000 cut it to a tenth",
         if n < 100 {

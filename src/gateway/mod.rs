@@ -26,6 +26,7 @@ pub use show::{
 use crate::config::{Config, GatewayConfig, Isolation, Offload, Tunnel, TunnelMode};
 use crate::kernel::netlink::{Netlink, NetlinkError};
 use crate::kernel::state::StateError;
+use crate::names;
 use observe::Observed;
 use plan::{Change, Extra};
 use probe::Feature;
@@ -75,17 +76,51 @@ pub enum GatewayError {
 /// The kernel's limit on the devices of one flowtable (`NFT_NETDEVICE_MAX`).
 pub const FLOWTABLE_DEVICES_MAX: usize = 256;
 
-/// What apply has to know before it starts.
-#[derive(Debug)]
-pub struct Prepared {
+/// One network namespace's part of the gateway: what it should hold, what it holds, and the
+/// changes between the two.
+#[derive(Debug, Default)]
+pub struct NsPlan {
     pub desired: desired::Desired,
     pub observed: Observed,
     pub extra: Extra,
     pub changes: Vec<Change>,
-    pub offload: bool,
-    pub warnings: Vec<String>,
     /// Everything the kernel showed (ours and not), for reports.
     pub snapshot: crate::kernel::netlink::Snapshot,
+}
+
+/// A shard's namespace and its plan.
+#[derive(Debug)]
+pub struct ShardPlan {
+    pub index: u32,
+    pub netns: String,
+    /// False: the namespace is made first (its plan then creates everything in it).
+    pub exists: bool,
+    pub plan: NsPlan,
+}
+
+/// What apply has to know before it starts.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The gateway's own namespace (the one tollgate runs in).
+    pub front: NsPlan,
+    pub shards: Vec<ShardPlan>,
+    /// Shard namespaces of ours the config no longer has (fewer shards): removed whole.
+    pub stale_shards: Vec<String>,
+    pub offload: bool,
+    pub warnings: Vec<String>,
+}
+
+impl Prepared {
+    /// Every planned change, shards included, and one per namespace to make or remove.
+    pub fn change_count(&self) -> usize {
+        self.front.changes.len()
+            + self
+                .shards
+                .iter()
+                .map(|s| s.plan.changes.len() + usize::from(!s.exists))
+                .sum::<usize>()
+            + self.stale_shards.len()
+    }
 }
 
 fn gateway(config: &Config) -> Result<&GatewayConfig, GatewayError> {
@@ -151,7 +186,8 @@ fn strict_rp_filter() -> Result<(), GatewayError> {
 /// Probes the kernel, reads it, and plans. Changes nothing.
 pub fn prepare(config: &Config) -> Result<Prepared, GatewayError> {
     let gw = gateway(config)?;
-    if gw.isolation == Isolation::Vrf {
+    // with shards, the VRFs and their entries are in the shards (checked there)
+    if gw.isolation == Isolation::Vrf && gw.sharding().is_none() {
         strict_rp_filter()?;
     }
     let missing = probe::missing(&needed_features(gw)).map_err(GatewayError::Probe)?;
@@ -199,10 +235,111 @@ pub fn prepare(config: &Config) -> Result<Prepared, GatewayError> {
             "offload = \"auto\": {why}; flows are not offloaded"
         ));
     }
+    if gw.sharding().is_some() && crate::kernel::netns::private_mounts() {
+        return Err(GatewayError::Refused(
+            "shards are network namespaces pinned under /run/netns, and this process has a mount namespace of its own (as under `ip netns exec` or a service with private mounts): they would vanish with it. Run tollgate in the host's mount namespace (to work in another network namespace: `nsenter --net=/run/netns/NAME tollgate ...`)".into(),
+        ));
+    }
     let snapshot = Netlink::new()?.snapshot()?;
-    let observed = observe::observe(&snapshot);
     let public = observe::public_device(&snapshot, &gw.public);
-    let desired = desired::build(config, &public, offload);
+    let layout = desired::layout(config, &public, offload);
+    let front = plan_namespace(layout.front, snapshot)?;
+    let mut shards = Vec::new();
+    for s in layout.shards {
+        let exists = crate::kernel::netns::exists(&s.netns);
+        let plan = if exists {
+            let d = s.desired;
+            let netns = s.netns.clone();
+            crate::kernel::netns::run_in(&s.netns, move || {
+                let snapshot = Netlink::new()?.snapshot()?;
+                if !ours_shard(&snapshot) {
+                    return Err(GatewayError::Refused(format!(
+                        "network namespace {netns:?} exists and is not a shard of tollgate's (no `{}` device with a tollgate alias): rename or delete it, or choose another shard_prefix",
+                        names::SHARD_LOWER
+                    )));
+                }
+                if gw.isolation == Isolation::Vrf {
+                    strict_rp_filter()?;
+                }
+                plan_namespace(d, snapshot)
+            })
+            .map_err(|e| GatewayError::Probe(e.to_string()))??
+        } else {
+            let lower = names::shard_lower(s.index);
+            if front.observed.index(&lower).is_some() {
+                return Err(GatewayError::Foreign(lower));
+            }
+            let changes = plan::plan(&s.desired, &Observed::default(), &Extra::default());
+            NsPlan {
+                desired: s.desired,
+                changes,
+                ..NsPlan::default()
+            }
+        };
+        shards.push(ShardPlan {
+            index: s.index,
+            netns: s.netns,
+            exists,
+            plan,
+        });
+    }
+    let stale_shards = stale_shards(gw, gw.sharding().map_or(0, |s| s.count))?;
+    Ok(Prepared {
+        front,
+        shards,
+        stale_shards,
+        offload,
+        warnings,
+    })
+}
+
+/// True when the namespace of this snapshot is a shard tollgate made: its lower carries
+/// tollgate's alias.
+fn ours_shard(s: &crate::kernel::netlink::Snapshot) -> bool {
+    s.link(names::SHARD_LOWER).is_some_and(|l| {
+        l.kind == "veth"
+            && l.alias
+                .as_deref()
+                .is_some_and(|a| a.starts_with(names::ALIAS_PREFIX))
+    })
+}
+
+/// Shard namespaces of tollgate's (`<prefix><number>`) numbered `count` or more.
+fn stale_shards(gw: &GatewayConfig, count: u32) -> Result<Vec<String>, GatewayError> {
+    let prefix = gw.shard_prefix();
+    let mut out = Vec::new();
+    let names =
+        crate::kernel::netns::list(prefix).map_err(|e| GatewayError::Probe(e.to_string()))?;
+    for n in names {
+        let Some(j) = n
+            .strip_prefix(prefix)
+            .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|d| d.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if j < count || n != names::shard_netns(prefix, j) {
+            continue;
+        }
+        let ours = crate::kernel::netns::run_in(&n, || {
+            Netlink::new()
+                .and_then(|nl| nl.snapshot())
+                .map(|s| ours_shard(&s))
+        })
+        .map_err(|e| GatewayError::Probe(e.to_string()))??;
+        if ours {
+            out.push(n);
+        }
+    }
+    Ok(out)
+}
+
+/// One namespace's plan: reads it (the calling thread's), refuses what is not ours, and plans.
+fn plan_namespace(
+    desired: desired::Desired,
+    snapshot: crate::kernel::netlink::Snapshot,
+) -> Result<NsPlan, GatewayError> {
+    let observed = observe::observe(&snapshot);
     let ours: std::collections::BTreeSet<&str> =
         observed.links.iter().map(|l| l.name.as_str()).collect();
     for l in &desired.links {
@@ -210,7 +347,7 @@ pub fn prepare(config: &Config) -> Result<Prepared, GatewayError> {
             return Err(GatewayError::Foreign(l.name.clone()));
         }
     }
-    let tables: Vec<u32> = config.gateway_tenants().map(|(_, g)| g.id).collect();
+    let tables = desired.tables();
     if let Some(r) = observe::foreign_routes(&snapshot, &observed, &tables).first() {
         let routes: Vec<String> = observe::foreign_routes(&snapshot, &observed, &[r.table])
             .iter()
@@ -235,13 +372,11 @@ pub fn prepare(config: &Config) -> Result<Prepared, GatewayError> {
         ruleset_digest: digest,
     };
     let changes = plan::plan(&desired, &observed, &extra);
-    Ok(Prepared {
+    Ok(NsPlan {
         desired,
         observed,
         extra,
         changes,
-        offload,
-        warnings,
         snapshot,
     })
 }

@@ -74,6 +74,10 @@ pub enum Change {
         key: String,
         to: String,
     },
+    /// A shard's namespace, with everything in it (a shard the config no longer has).
+    DeleteShard {
+        netns: String,
+    },
 }
 
 impl Change {
@@ -92,7 +96,8 @@ impl Change {
             | Change::DeleteAddress { .. }
             | Change::DeleteLink { .. }
             | Change::DeleteRuleset
-            | Change::DeleteL3mdevRule => '-',
+            | Change::DeleteL3mdevRule
+            | Change::DeleteShard { .. } => '-',
             _ => '~',
         }
     }
@@ -131,6 +136,9 @@ impl fmt::Display for Change {
                 write!(f, "rule l3mdev (added by the kernel with the first VRF)")
             }
             Change::RestoreSysctl { key, to } => write!(f, "sysctl {key} -> {to} (restore)"),
+            Change::DeleteShard { netns } => {
+                write!(f, "netns {netns} (a shard, with everything in it)")
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
 //! `tollgate show`: per tenant, what the kernel has of it (devices, routes, EIPs, firewall
 //! counters) and the offload state, read back rather than assumed from the config.
 
-use super::{GatewayError, gateway, prepare};
+use super::{GatewayError, NsPlan, gateway, prepare};
 use crate::config::{Config, Isolation};
 use crate::names;
 
@@ -58,40 +58,104 @@ pub struct OffloadReport {
     pub offloaded_flows: Option<usize>,
 }
 
-pub fn show(config: &Config) -> Result<Report, GatewayError> {
-    let p = prepare(config)?;
-    let gw = gateway(config)?;
-    // counters and flowtable straight from the kernel: listing the table through nft builds
-    // nft's whole cache first (seconds at 10,000 tenants)
+/// Each chain's rule counters, in rule order, and the flowtable, of the calling thread's
+/// namespace: read straight from the kernel (listing the table through nft builds nft's whole
+/// cache first: seconds at 10,000 tenants).
+type Counters = (
+    std::collections::HashMap<String, std::vec::IntoIter<(u64, u64)>>,
+    Option<(String, Vec<String>)>,
+);
+
+fn counters() -> Result<Counters, GatewayError> {
     let io = |err| GatewayError::Io {
         what: "reading the gateway's nft counters".into(),
         err,
     };
-    // each chain's counters, taken in rule order
-    let mut by_chain: std::collections::HashMap<String, _> =
-        crate::kernel::nft_dump::rule_counters(names::GATEWAY_NFT_TABLE)
-            .map_err(io)?
-            .into_iter()
-            .map(|(chain, counters)| (chain, counters.into_iter()))
-            .collect();
+    let by_chain = crate::kernel::nft_dump::rule_counters(names::GATEWAY_NFT_TABLE)
+        .map_err(io)?
+        .into_iter()
+        .map(|(chain, counters)| (chain, counters.into_iter()))
+        .collect();
     let flowtable = crate::kernel::nft_dump::flowtables(names::GATEWAY_NFT_TABLE)
         .map_err(io)?
         .into_iter()
         .next();
+    Ok((by_chain, flowtable))
+}
+
+pub fn show(config: &Config) -> Result<Report, GatewayError> {
+    let p = prepare(config)?;
+    let gw = gateway(config)?;
+    let (by_chain, flowtable) = counters()?;
+    let mut tenants = match gw.sharding() {
+        None => tenant_reports(config, &p.front, by_chain, |_| true),
+        Some(sh) => {
+            let mut all = Vec::new();
+            for s in &p.shards {
+                if !s.exists {
+                    continue;
+                }
+                let (by_chain, _) =
+                    crate::kernel::netns::run_in(&s.netns, counters).map_err(|e| {
+                        GatewayError::Refused(format!("entering shard {}: {e}", s.netns))
+                    })??;
+                all.extend(tenant_reports(config, &s.plan, by_chain, |id| {
+                    sh.of(id) == s.index
+                }));
+            }
+            all
+        }
+    };
+    // in the config's order
+    let order: std::collections::HashMap<u32, usize> = config
+        .gateway_tenants()
+        .enumerate()
+        .map(|(i, (_, g))| (g.id, i))
+        .collect();
+    tenants.sort_by_key(|t| order.get(&t.id).copied());
+    let offloaded_flows = crate::kernel::conntrack::offloaded_flows();
+    Ok(Report {
+        tenants,
+        ruleset: p.front.extra.ruleset_digest.clone(),
+        offload: OffloadReport {
+            flowtable: flowtable.is_some(),
+            devices: flowtable.map(|(_, devs)| devs).unwrap_or_default(),
+            offloaded_flows,
+        },
+        pending_changes: p.change_count(),
+    })
+}
+
+/// The reports of the tenants (those `include` takes) whose objects are in the namespace
+/// `plan` observed, with that namespace's counters.
+fn tenant_reports(
+    config: &Config,
+    plan: &NsPlan,
+    mut by_chain: std::collections::HashMap<String, std::vec::IntoIter<(u64, u64)>>,
+    include: impl Fn(u32) -> bool,
+) -> Vec<TenantReport> {
+    let Some(gw) = config.gateway.as_ref() else {
+        return Vec::new();
+    };
     // index everything once: a tenant's lookups are then map reads, not scans (10,000 tenants)
     use std::collections::{BTreeMap, BTreeSet, HashMap};
-    let ours: BTreeSet<&str> = p.observed.links.iter().map(|l| l.name.as_str()).collect();
+    let ours: BTreeSet<&str> = plan
+        .observed
+        .links
+        .iter()
+        .map(|l| l.name.as_str())
+        .collect();
     let mut routes: HashMap<u32, Vec<String>> = HashMap::new();
-    for r in &p.observed.routes {
+    for r in &plan.observed.routes {
         routes.entry(r.table).or_default().push(r.to_string());
     }
-    let links: HashMap<&str, &crate::kernel::netlink::decode::LinkState> = p
+    let links: HashMap<&str, &crate::kernel::netlink::decode::LinkState> = plan
         .snapshot
         .links
         .iter()
         .map(|l| (l.name.as_str(), l))
         .collect();
-    let by_index: HashMap<u32, &str> = p
+    let by_index: HashMap<u32, &str> = plan
         .snapshot
         .links
         .iter()
@@ -99,12 +163,14 @@ pub fn show(config: &Config) -> Result<Report, GatewayError> {
         .collect();
     let mut owners: BTreeMap<String, Option<u32>> = BTreeMap::new();
     let mut tenants = Vec::new();
-    for (t, g) in config.gateway_tenants() {
+    for (t, g) in config.gateway_tenants().filter(|(_, g)| include(g.id)) {
         let mut devices = vec![super::desired::tenant_device(gw, g)];
         if gw.isolation == Isolation::Vrf {
             devices.insert(0, names::vrf(g.id));
-            // the macvlans the tenant's traffic enters its VRF on
+            // the macvlans the tenant's traffic enters its VRF on (and, in a shard, leaves
+            // it by towards the tunnel)
             devices.push(names::gateway_macvlan(g.id));
+            devices.push(names::tunnel_entry_macvlan(g.id));
             devices.push(names::public_macvlan(g.id));
         }
         let devices = devices
@@ -148,15 +214,5 @@ pub fn show(config: &Config) -> Result<Report, GatewayError> {
                 .collect(),
         });
     }
-    let offloaded_flows = crate::kernel::conntrack::offloaded_flows();
-    Ok(Report {
-        tenants,
-        ruleset: p.extra.ruleset_digest.clone(),
-        offload: OffloadReport {
-            flowtable: flowtable.is_some(),
-            devices: flowtable.map(|(_, devs)| devs).unwrap_or_default(),
-            offloaded_flows,
-        },
-        pending_changes: p.changes.len(),
-    })
+    tenants
 }

@@ -36,9 +36,10 @@ fn io_err(path: &Path, what: &'static str) -> impl FnOnce(io::Error) -> StateErr
     move |err| StateError::Io { path, what, err }
 }
 
-/// The inode of this process's network namespace: state and locks are per namespace.
+/// The inode of the calling thread's network namespace (a thread may have joined another
+/// one than the process's): state and locks are per namespace.
 pub fn netns_inode() -> io::Result<u64> {
-    Ok(fs::metadata("/proc/self/ns/net")?.ino())
+    Ok(fs::metadata("/proc/thread-self/ns/net")?.ino())
 }
 
 /// Creates `dir` (mode 0700) if needed and checks that it is a real directory of ours that no

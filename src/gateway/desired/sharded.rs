@@ -42,6 +42,18 @@ pub struct Layout {
     pub shards: Vec<ShardDesired>,
 }
 
+impl Layout {
+    /// Policy rules in all namespaces: each namespace's packets walk only its own.
+    pub fn rule_count(&self) -> usize {
+        self.front.rules.len()
+            + self
+                .shards
+                .iter()
+                .map(|s| s.desired.rules.len())
+                .sum::<usize>()
+    }
+}
+
 /// One shard's namespace and contents.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShardDesired {
@@ -57,7 +69,7 @@ pub fn layout(config: &Config, public: &PublicDevice, offload: bool) -> Layout {
     let Some(gw) = &config.gateway else {
         return Layout::default();
     };
-    let Some(sh) = &gw.shards else {
+    let Some(sh) = gw.sharding() else {
         return Layout {
             front: super::build(config, public, offload),
             shards: Vec::new(),
