@@ -816,3 +816,190 @@ fn apply_locks_the_namespace_not_the_state_dir() {
     ok(&tollgate(&lab.gw, &["destroy", "-c", c]));
     assert_eq!(before, lab.gw.snapshot().expect("snapshot"));
 }
+
+/// Inside the VM: a sharded gateway. Sixteen shards, of which user1 and user2 (ids 1000 and
+/// 2000) fill two: refused under `ip netns exec` (its private mounts would take the shards
+/// with it); applied, idempotent; the gateway's namespace holds no tenant device; the matrix
+/// holds; `show` reads the shards; with one shard the emptied one is deleted and the matrix
+/// still holds; destroy leaves the gateway's namespace as it was and no shard behind.
+#[test]
+fn vm_inner_shards() {
+    if std::env::var_os("TOLLGATE_IN_VM").is_none() {
+        return; // run by vm_shards through tests/vm/run.sh
+    }
+    let Some(_serial) = lab("vm_inner_shards") else {
+        panic!("the VM lacks root, ip, nft or iperf3");
+    };
+    let lab = GatewayLab::new("vs", "gretap").expect("lab");
+    let before = lab.gw.snapshot().expect("snapshot");
+    let prefix = format!("{}s", lab.gw.name());
+    let shards_left = || {
+        std::fs::read_dir("/run/netns")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&prefix))
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let state = lab.dir.path().join("state");
+    let cfg = lab.dir.path().join("t.toml");
+    let c = cfg.to_str().expect("path");
+    let config = |n: u32| tollgate::config::examples::sharded_variant(n, &prefix, Some(&state));
+    std::fs::write(&cfg, config(16)).expect("config");
+    let run = |args: &[&str]| tollgate_shared_mounts(&lab.gw, args);
+
+    let refused = tollgate(&lab.gw, &["apply", "-c", c]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{err}");
+    assert!(err.contains("mount namespace"), "{err}");
+    assert!(
+        shards_left().is_empty(),
+        "a refused apply made {:?}",
+        shards_left()
+    );
+    assert_eq!(before, lab.gw.snapshot().expect("snapshot"));
+
+    assert_eq!(run(&["plan", "-c", c]).status.code(), Some(2));
+    let applied = ok(&run(&["apply", "-c", c]));
+    let (s0, s1) = (format!("{prefix}0"), format!("{prefix}1"));
+    assert!(applied.contains(&format!("+ netns {s0}")), "{applied}");
+    assert_eq!(shards_left(), [s0.clone(), s1.clone()].into(), "{applied}");
+    assert!(ok(&run(&["apply", "-c", c])).contains("no changes"));
+    assert_eq!(run(&["plan", "-c", c]).status.code(), Some(0));
+    let front = lab.gw.ip(&["-br", "link"]).expect("links");
+    for absent in ["tgv", "tge", "tgp", "tgi"] {
+        assert!(
+            !front.contains(absent),
+            "{absent} in the gateway's namespace:\n{front}"
+        );
+    }
+    for (ns, id) in [(&s0, 1000), (&s1, 2000)] {
+        let vrf = lab::run(std::process::Command::new("ip").args([
+            "-n",
+            ns,
+            "-br",
+            "link",
+            "show",
+            &format!("tgv{id}"),
+        ]));
+        assert!(vrf.is_ok(), "tenant {id} is not in {ns}: {vrf:?}");
+    }
+    let dump = || {
+        let sh = |args: &[&str]| {
+            let o = std::process::Command::new(args[0])
+                .args(&args[1..])
+                .output();
+            eprintln!(
+                "## {}\n{}",
+                args.join(" "),
+                o.map(|o| format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                ))
+                .unwrap_or_default()
+            );
+        };
+        sh(&["ip", "-n", lab.gw.name(), "-s", "link"]);
+        sh(&["ip", "-n", lab.gw.name(), "addr"]);
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            lab.gw.name(),
+            "nft",
+            "list",
+            "ruleset",
+        ]);
+        for n in shards_left() {
+            sh(&["ip", "-n", &n, "-s", "-d", "link"]);
+            sh(&["ip", "-n", &n, "addr"]);
+            sh(&["ip", "-n", &n, "route", "show", "table", "all"]);
+            sh(&["ip", "-n", &n, "neigh"]);
+            sh(&["ip", "netns", "exec", &n, "nft", "list", "ruleset"]);
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                &n,
+                "sysctl",
+                "net.ipv4.conf.all.rp_filter",
+                "net.ipv4.ip_forward",
+            ]);
+        }
+        sh(&["ip", "-n", lab.t1.name(), "neigh"]);
+        sh(&["ip", "-n", lab.t1.name(), "-s", "link"]);
+    };
+    let matrix_holds = |v: &str| {
+        // the first packets of each path resolve neighbours: let them settle
+        for t in [&lab.t1, &lab.t2] {
+            let reached = lab::wait_until(Duration::from_secs(30), || {
+                t.exec("ping", &["-c", "1", "-W", "2", "10.0.0.1"]).is_ok()
+            });
+            if !reached {
+                dump();
+            }
+            assert!(
+                reached,
+                "{v}: {} never reached its gateway address",
+                t.name()
+            );
+        }
+        connectivity_matrix(&lab, v)
+    };
+    drop(matrix_holds("gretap/external/vrf/16 shards"));
+
+    let show = ok(&run(&["show", "--json", "-c", c]));
+    let report: serde_json::Value = serde_json::from_str(&show).expect("show --json");
+    for (i, id) in [(0, 1000), (1, 2000)] {
+        let t = &report["tenants"][i];
+        assert_eq!(t["id"], id, "{show}");
+        let devices = t["devices"].to_string();
+        assert!(
+            devices.contains(&format!("tgv{id}")) && devices.contains(&format!("tgi{id}")),
+            "{show}"
+        );
+        let accepted: u64 = t["firewall"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|f| f["chain"] == format!("in_{id}"))
+            .map(|f| f["packets"].as_u64().unwrap_or(0))
+            .sum();
+        assert!(
+            accepted > 0,
+            "tenant {id}'s firewall counters did not move:\n{show}"
+        );
+    }
+
+    // one shard: user2 moves into shard 0 and its old namespace goes
+    std::fs::write(&cfg, config(1)).expect("config");
+    let moved = ok(&run(&["apply", "-c", c]));
+    assert!(moved.contains(&format!("- netns {s1}")), "{moved}");
+    assert_eq!(shards_left(), [s0.clone()].into(), "{moved}");
+    assert!(ok(&run(&["apply", "-c", c])).contains("no changes"));
+    drop(matrix_holds("gretap/external/vrf/1 shard"));
+
+    let destroyed = ok(&run(&["destroy", "-c", c]));
+    assert!(destroyed.contains("destroyed"), "{destroyed}");
+    assert!(shards_left().is_empty(), "{:?}", shards_left());
+    assert_eq!(
+        before,
+        lab.gw.snapshot().expect("snapshot"),
+        "destroy did not restore the gateway namespace"
+    );
+    assert!(ok(&run(&["destroy", "-c", c])).contains("nothing"));
+}
+
+/// Boots the VM and runs `vm_inner_shards` inside it.
+#[test]
+fn vm_shards() {
+    let Some(_serial) = lab("vm_shards") else {
+        return;
+    };
+    let Some(text) = run_inner_in_vm("vm_shards", "vm_inner_shards") else {
+        return;
+    };
+    assert!(text.contains("1 passed"), "{text}");
+}

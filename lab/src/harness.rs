@@ -126,6 +126,18 @@ pub fn tollgate(bin: &Path, ns: &Netns, args: &[&str]) -> std::process::Output {
         .expect("running tollgate")
 }
 
+/// Runs the `tollgate` binary `bin` in `ns`'s network namespace but this process's mount
+/// namespace (`nsenter --net`, where `ip netns exec` would give it a private one): what a
+/// sharded gateway needs, since the shard namespaces it pins must outlive it.
+pub fn tollgate_shared_mounts(bin: &Path, ns: &Netns, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", ns.name()))
+        .arg(bin)
+        .args(args)
+        .output()
+        .expect("running tollgate")
+}
+
 /// The reference gateway's connectivity matrix, asserted (`v` names the variant in messages):
 /// each EIP reaches its own tenant although both are 10.0.0.7, the tenants' firewalls allow and
 /// deny their ports, outbound traffic leaves with the tenant's own EIP as source, and each

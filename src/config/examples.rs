@@ -34,6 +34,22 @@ pub fn gateway_variant(
         .replace("offload = \"auto\"", &offload_line)
 }
 
+/// [`GATEWAY_EXAMPLE`] spread over `shards` shards named `<prefix><j>` (gretap, external,
+/// VRF, offload off, as shards need), without the shaper's `upload`, which shards do not serve.
+pub fn sharded_variant(shards: u32, prefix: &str, state_dir: Option<&Path>) -> String {
+    gateway_variant("gretap", "external", "vrf", "off", state_dir)
+        .lines()
+        .filter(|l| !l.starts_with("upload ="))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replacen(
+            "[gateway]\n",
+            &format!("[gateway]\nshards = {shards}\nshard_prefix = \"{prefix}\"\n"),
+            1,
+        )
+        + "\n"
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

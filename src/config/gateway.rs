@@ -79,6 +79,25 @@ impl GatewayConfig {
     }
 }
 
+/// The most shards a gateway may have.
+pub const MAX_SHARDS: u32 = 4096;
+
+/// A shard prefix gives namespace names (`<prefix><number>`) under /run/netns: a letter, then
+/// letters, digits, `-`, `_` or `.`; at most 200 bytes.
+fn check_shard_prefix(p: &str) -> Result<(), String> {
+    let ok = p.len() <= 200
+        && p.starts_with(|c: char| c.is_ascii_alphabetic())
+        && p.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{p:?}: a namespace name prefix starts with a letter and holds only letters, digits, '-', '_' and '.' (at most 200)"
+        ))
+    }
+}
+
 /// The default `shard_prefix`: shard namespaces `tollgate-shard0`, `tollgate-shard1`, ...
 pub const DEFAULT_SHARD_PREFIX: &str = "tollgate-shard";
 
@@ -240,6 +259,54 @@ impl Cx<'_> {
                 .filter(|p| (1..32_000).contains(p))
                 .ok_or_else(|| self.err(p, "gateway.rule_priority", "must be 1-31999"))?,
         };
+        let isolation = one_of(
+            self,
+            &r.isolation,
+            "gateway.isolation",
+            &[("vrf", Isolation::Vrf), ("table", Isolation::Table)],
+        )?;
+        let tunnel_mode = one_of(
+            self,
+            &r.tunnel_mode,
+            "gateway.tunnel_mode",
+            &[
+                ("external", TunnelMode::External),
+                ("per-tenant", TunnelMode::PerTenant),
+            ],
+        )?;
+        let count = match &r.shards {
+            None => 0,
+            Some(n) => u32::try_from(*n.get_ref())
+                .ok()
+                .filter(|n| *n <= MAX_SHARDS)
+                .ok_or_else(|| self.err(n, "gateway.shards", format!("must be 0-{MAX_SHARDS}")))?,
+        };
+        let prefix = match &r.shard_prefix {
+            None => DEFAULT_SHARD_PREFIX.to_string(),
+            Some(p) => {
+                check_shard_prefix(p.get_ref())
+                    .map_err(|e| self.err(p, "gateway.shard_prefix", e))?;
+                p.get_ref().clone()
+            }
+        };
+        if let Some(n) = r.shards.as_ref().filter(|_| count > 0) {
+            let refuse = |why: &str| Err(self.err(n, "gateway.shards", why));
+            if isolation != Isolation::Vrf {
+                return refuse(
+                    "shards hold tenants' VRFs: they need isolation = \"vrf\" (with \"table\" there is nothing to shard)",
+                );
+            }
+            if tunnel_mode != TunnelMode::External {
+                return refuse(
+                    "shards need tunnel_mode = \"external\" (per-tenant tunnel devices are not spread over shards)",
+                );
+            }
+            if offload == Offload::On {
+                return refuse(
+                    "a shard's flows enter by its lower and leave by other devices, which a flowtable cannot short-cut: set offload = \"off\" or \"auto\" (then off), or remove shards",
+                );
+            }
+        }
         Ok(GatewayConfig {
             public: r.public.get_ref().clone(),
             underlay: r.underlay.get_ref().clone(),
@@ -250,21 +317,8 @@ impl Cx<'_> {
                 "gateway.tunnel",
                 &[("gretap", Tunnel::Gretap), ("vxlan", Tunnel::Vxlan)],
             )?,
-            tunnel_mode: one_of(
-                self,
-                &r.tunnel_mode,
-                "gateway.tunnel_mode",
-                &[
-                    ("external", TunnelMode::External),
-                    ("per-tenant", TunnelMode::PerTenant),
-                ],
-            )?,
-            isolation: one_of(
-                self,
-                &r.isolation,
-                "gateway.isolation",
-                &[("vrf", Isolation::Vrf), ("table", Isolation::Table)],
-            )?,
+            tunnel_mode,
+            isolation,
             offload,
             public_gateway: match &r.public_gateway {
                 None => None,
@@ -277,7 +331,7 @@ impl Cx<'_> {
                 .as_ref()
                 .map(|d| std::path::PathBuf::from(d.get_ref()))
                 .unwrap_or_else(|| std::path::PathBuf::from("/run/tollgate")),
-            shards: None,
+            shards: (count > 0 || r.shard_prefix.is_some()).then_some(Shards { count, prefix }),
         })
     }
 
@@ -462,6 +516,7 @@ impl Cx<'_> {
         shaper_table: Option<u32>,
     ) -> Result<(), ConfigError> {
         let external = gateway.is_some_and(|g| g.tunnel_mode == TunnelMode::External);
+        let sharded = gateway.is_some_and(|g| g.sharding().is_some());
         let mut peers: BTreeMap<Ipv4Addr, usize> = BTreeMap::new();
         let mut ids: BTreeMap<u32, usize> = BTreeMap::new();
         let mut zones: BTreeMap<u16, usize> = BTreeMap::new();
@@ -495,6 +550,14 @@ impl Cx<'_> {
                         "peer {} is also tenant[{j}] {:?}'s: with tunnel_mode = \"external\" a tenant's traffic is told apart by its peer address, so each tenant needs its own",
                         g.peer, tenants[j].name
                     ),
+                ));
+            }
+            if sharded && t.shaping.is_some() {
+                let at = r.upload.as_ref().map(|s| s.span().start).unwrap_or(id_span);
+                return Err(self.err_at(
+                    at,
+                    &format!("tenant[{i}].upload"),
+                    "with gateway.shards a gateway tenant's VRF is in a shard's namespace, where tollgate-shaper does not reach it: remove `upload` from gateway tenants or remove shards",
                 ));
             }
             if Some(g.id) == shaper_table {

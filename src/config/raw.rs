@@ -68,6 +68,8 @@ pub(super) struct RawGateway {
     pub vxlan_port: Option<Spanned<i64>>,
     pub rule_priority: Option<Spanned<i64>>,
     pub state_dir: Option<Spanned<String>>,
+    pub shards: Option<Spanned<i64>>,
+    pub shard_prefix: Option<Spanned<String>>,
 }
 
 /// `22` or `"8000-8100"`.

@@ -45,6 +45,8 @@ pub(super) const GATEWAY: &[Key] = &[
     ("vxlan_port", Kind::Int, false, "4789"),
     ("rule_priority", Kind::Int, false, "1000"),
     ("state_dir", Kind::Str, false, "\"/run/tollgate\""),
+    ("shards", Kind::Int, false, "40"),
+    ("shard_prefix", Kind::Str, false, "\"tollgate-shard\""),
 ];
 
 pub(super) const TENANT: &[Key] = &[

@@ -423,3 +423,77 @@ fn every_problem_is_reported_at_once_with_its_place() {
     );
     assert!(e.also[0].message.contains("did you mean"), "{e}");
 }
+
+/// The gateway example with `extra` lines added to its [gateway] section.
+fn gateway_with(extra: &str) -> String {
+    super::examples::sharded_variant(0, "tollgate-shard", None).replacen(
+        "shards = 0\nshard_prefix = \"tollgate-shard\"\n",
+        &format!("{extra}\n"),
+        1,
+    )
+}
+
+#[test]
+fn shards_are_read_and_checked() {
+    let c = parse(&gateway_with("shards = 40")).unwrap();
+    let gw = c.gateway.as_ref().unwrap();
+    let sh = gw.sharding().unwrap();
+    assert_eq!((sh.count, sh.prefix.as_str()), (40, "tollgate-shard"));
+    assert_eq!(sh.netns(7), "tollgate-shard7");
+    // no shards: none, but a chosen prefix is kept so that old shards are found
+    let c = parse(&gateway_with("")).unwrap();
+    assert!(c.gateway.as_ref().unwrap().sharding().is_none());
+    assert_eq!(c.gateway.as_ref().unwrap().shard_prefix(), "tollgate-shard");
+    let c = parse(&gateway_with("shards = 0\nshard_prefix = \"gw1-s\"")).unwrap();
+    let gw = c.gateway.as_ref().unwrap();
+    assert!(gw.sharding().is_none());
+    assert_eq!(gw.shard_prefix(), "gw1-s");
+    let cases = [
+        ("shards = -1", "gateway.shards", "0-4096"),
+        ("shards = 5000", "gateway.shards", "0-4096"),
+        ("shard_prefix = \"a/b\"", "gateway.shard_prefix", "letters"),
+        (
+            "shard_prefix = \"-x\"",
+            "gateway.shard_prefix",
+            "starts with a letter",
+        ),
+        (
+            "shard_prefix = \"\"",
+            "gateway.shard_prefix",
+            "starts with a letter",
+        ),
+    ];
+    for (line, key, says) in cases {
+        let e = err(&gateway_with(line)).to_string();
+        assert!(e.contains(key) && e.contains(says), "{line}: {e}");
+        assert!(e.contains("t.toml:"), "{line}: {e}");
+    }
+    // what shards cannot do, said at the `shards` key
+    for (from, to, says) in [
+        (
+            "isolation = \"vrf\"",
+            "isolation = \"table\"",
+            "isolation = \"vrf\"",
+        ),
+        (
+            "tunnel_mode = \"external\"",
+            "tunnel_mode = \"per-tenant\"",
+            "tunnel_mode = \"external\"",
+        ),
+        ("offload = \"off\"", "offload = \"on\"", "flowtable"),
+    ] {
+        let text = gateway_with("shards = 4").replace(from, to);
+        let e = err(&text).to_string();
+        assert!(
+            e.contains("gateway.shards") && e.contains(says),
+            "{to}: {e}"
+        );
+    }
+    // a shaped gateway tenant has its VRF in a shard, out of the shaper's reach
+    let text =
+        gateway_with("shards = 4").replacen("id = 1000", "id = 1000\nupload = \"20mbit\"", 1);
+    assert!(parse(&gateway_with("shards = 4")).is_ok());
+    assert!(parse(&super::examples::sharded_variant(4, "s", None)).is_ok());
+    let e = err(&text).to_string();
+    assert!(e.contains("tenant[0].upload") && e.contains("shard"), "{e}");
+}

@@ -58,14 +58,19 @@ fn load_state(path: &std::path::Path) -> Result<State, GatewayError> {
     Ok(state::load(path)?.unwrap_or_default())
 }
 
-/// A VRF-entry macvlan's own settings ([`sysctl::macvlan_keys`]), before it comes up.
+/// A VRF-entry macvlan's own settings ([`sysctl::macvlan_keys`]), before it comes up. A
+/// shard's macvlan on a device of the gateway's namespace also answers no ARP request
+/// (`arp_ignore = 8`): each request on the external device is copied to every tenant's, and
+/// the gateway's namespace answers it.
 fn link_settings(link: &Link, name: &str) -> std::io::Result<()> {
-    if !matches!(link.kind, LinkKind::Macvlan { .. }) {
+    let LinkKind::Macvlan { outside, .. } = link.kind else {
         return Ok(());
+    };
+    let mut keys = sysctl::macvlan_keys(name);
+    if outside {
+        keys.push((sysctl::conf_key("ipv4", name, "arp_ignore"), "8".into()));
     }
-    sysctl::macvlan_keys(name)
-        .iter()
-        .try_for_each(|(k, v)| sysctl::write(k, v))
+    keys.iter().try_for_each(|(k, v)| sysctl::write(k, v))
 }
 
 /// The namespace a shard's plan reaches into: the gateway's own, by a connection opened there.
@@ -359,9 +364,10 @@ fn delete_shard(gw: &GatewayConfig, netns: &str) -> Result<(), GatewayError> {
 }
 
 /// Carries out a prepared plan, namespace by namespace: shards' namespaces are made first,
-/// then the gateway's devices, each shard's contents (in the shard), the gateway's ruleset
-/// (its stamps forward to the shards' lowers, which must exist), and last the shards the
-/// config no longer has are deleted. On failure, everything this run did is undone, newest
+/// then the gateway's devices; then every shard's removals and the shards the config no
+/// longer has (so a tenant moving between shards has left the old one), every shard's other
+/// changes (in the shard), and last the gateway's ruleset (its stamps forward to the shards'
+/// lowers, which must exist). On failure, everything this run did is undone, newest
 /// first, in every namespace.
 pub fn apply(config: &Config, p: &Prepared) -> Result<(), GatewayError> {
     let gw = gateway(config)?;
@@ -382,6 +388,10 @@ pub fn apply(config: &Config, p: &Prepared) -> Result<(), GatewayError> {
                 err: std::io::Error::other(e.to_string()),
             })?;
             done.push(Done::Netns(s.netns.clone()));
+            // loopback up: without an address outside the VRFs, the namespace has no local
+            // table, and every source address would look like a broadcast one to the
+            // ruleset's check of the gateway's own addresses
+            Netlink::new_in(&s.netns)?.link_set_up("lo")?;
         }
         let (ruleset, rest): (Vec<Change>, Vec<Change>) = p
             .front
@@ -398,27 +408,54 @@ pub fn apply(config: &Config, p: &Prepared) -> Result<(), GatewayError> {
         if !now.is_empty() {
             done.push(Done::Front(apply_namespace(gw, &p.front, &now, None)?));
         }
-        let mut lower_made = false;
+        let lower_made = p.shards.iter().any(|s| {
+            s.plan.changes.iter().any(|c| {
+                matches!(c, Change::CreateLink { link } | Change::RecreateLink { link, .. }
+                    if matches!(link.kind, LinkKind::Veth { .. }))
+            })
+        });
         let mut outside = Outside {
             nl: Netlink::new()?,
             netns: String::new(),
         };
-        for s in p.shards.iter().filter(|s| !s.plan.changes.is_empty()) {
-            lower_made |= s.plan.changes.iter().any(|c| {
-                matches!(c, Change::CreateLink { link } | Change::RecreateLink { link, .. }
-                    if matches!(link.kind, LinkKind::Veth { .. }))
-            });
-            outside.netns = s.netns.clone();
-            let o = outside;
-            let (o, r) = crate::kernel::netns::run_in(&s.netns, move || {
-                let r = apply_namespace(gw, &s.plan, &s.plan.changes, Some(&o));
-                (o, r)
-            })
-            .map_err(|e| GatewayError::Refused(format!("entering shard {}: {e}", s.netns)))?;
-            outside = o;
-            let undo = r?;
-            if s.exists {
-                done.push(Done::Shard(s.netns.clone(), undo));
+        // removals in every shard first, the shards the config no longer has included: a
+        // tenant moving between shards frees its MACs on the gateway's devices before its
+        // devices are made in the new shard
+        for removing in [true, false] {
+            if !removing {
+                for n in &p.stale_shards {
+                    delete_shard(gw, n).map_err(|e| GatewayError::Applied {
+                        failed: format!(
+                            "`{}` failed: {e}",
+                            Change::DeleteShard { netns: n.clone() }
+                        ),
+                        undone: 0,
+                    })?;
+                }
+            }
+            for s in &p.shards {
+                let changes: Vec<Change> = s
+                    .plan
+                    .changes
+                    .iter()
+                    .filter(|c| (c.sign() == '-') == removing)
+                    .cloned()
+                    .collect();
+                if changes.is_empty() {
+                    continue;
+                }
+                outside.netns = s.netns.clone();
+                let o = outside;
+                let (o, r) = crate::kernel::netns::run_in(&s.netns, move || {
+                    let r = apply_namespace(gw, &s.plan, &changes, Some(&o));
+                    (o, r)
+                })
+                .map_err(|e| GatewayError::Refused(format!("entering shard {}: {e}", s.netns)))?;
+                outside = o;
+                let undo = r?;
+                if s.exists {
+                    done.push(Done::Shard(s.netns.clone(), undo));
+                }
             }
         }
         // the stamps' `fwd` resolves each lower's index when loaded: reload after a new one
@@ -430,12 +467,6 @@ pub fn apply(config: &Config, p: &Prepared) -> Result<(), GatewayError> {
                     took_journal: false,
                 }));
             }
-        }
-        for n in &p.stale_shards {
-            delete_shard(gw, n).map_err(|e| GatewayError::Applied {
-                failed: format!("`{}` failed: {e}", Change::DeleteShard { netns: n.clone() }),
-                undone: 0,
-            })?;
         }
         Ok(())
     })();
@@ -502,7 +533,10 @@ pub fn plan_destroy(config: &Config) -> Result<Vec<Change>, GatewayError> {
     );
     // after the ruleset whose stamps forward to them
     let at = usize::from(matches!(changes.first(), Some(Change::DeleteRuleset)));
-    for (k, netns) in super::stale_shards(gw, 0)?.into_iter().enumerate() {
+    for (k, netns) in super::stale_shards(gw, &Default::default())?
+        .into_iter()
+        .enumerate()
+    {
         changes.insert(at + k, Change::DeleteShard { netns });
     }
     Ok(changes)

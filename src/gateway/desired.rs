@@ -124,6 +124,10 @@ pub struct PublicDevice {
     pub subnets: Vec<Ipv4Net>,
     /// Its MAC, which the tenants' entry macvlans keep out of the hash list of.
     pub mac: Option<[u8; 6]>,
+    /// The operator's IPv4 addresses in the gateway's namespace (not loopback, not on
+    /// tollgate's external device). A shard refuses them as tenant sources: there they are not
+    /// local, so the check by route type alone would let them through.
+    pub gateway_addresses: Vec<Ipv4Addr>,
 }
 
 pub fn build(config: &Config, public: &PublicDevice, offload: bool) -> Desired {
@@ -276,7 +280,7 @@ pub fn build(config: &Config, public: &PublicDevice, offload: bool) -> Desired {
     }
     // (addresses are a set: tenants sharing a gateway IP on the external device share one)
     d.sysctls = tenant_sysctls();
-    d.set_ruleset(ruleset(gw, &tenants, public.mac, offload, false));
+    d.set_ruleset(ruleset(gw, &tenants, public, offload, false));
     d
 }
 
@@ -442,11 +446,12 @@ fn underlay_key(gw: &GatewayConfig) -> (String, &'static str, fn(u32) -> u64) {
 fn ruleset(
     gw: &GatewayConfig,
     tenants: &[(&crate::config::Tenant, &TenantGateway)],
-    public_mac: Option<[u8; 6]>,
+    device: &PublicDevice,
     offload: bool,
     shard: bool,
 ) -> String {
     let mut s = String::new();
+    let public_mac = device.mac;
     let public = if shard {
         names::SHARD_PUBLIC
     } else {
@@ -592,6 +597,16 @@ fn ruleset(
             "\t\tiifname {{ {} }} {GATEWAY_SOURCES} counter drop",
             names.join(", ")
         );
+        if shard && !device.gateway_addresses.is_empty() {
+            let addrs: BTreeSet<Ipv4Addr> = device.gateway_addresses.iter().copied().collect();
+            let addrs: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+            let _ = writeln!(
+                s,
+                "\t\tiifname {{ {} }} ip saddr {{ {} }} counter drop",
+                names.join(", "),
+                addrs.join(", ")
+            );
+        }
         let _ = writeln!(
             s,
             "\t\tct zone set iifname map {}",

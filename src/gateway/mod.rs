@@ -144,7 +144,8 @@ pub fn needed_features(gw: &GatewayConfig) -> Vec<Feature> {
     if gw.tunnel_mode == TunnelMode::External || gw.isolation == Isolation::Table {
         f.push(Feature::PolicyRules);
     }
-    if gw.offload != Offload::Off {
+    // a sharded gateway's flows are not offloaded (config refuses offload = "on" with shards)
+    if gw.offload != Offload::Off && gw.sharding().is_none() {
         f.push(Feature::Flowtable);
     }
     f
@@ -193,6 +194,12 @@ pub fn prepare(config: &Config) -> Result<Prepared, GatewayError> {
     let missing = probe::missing(&needed_features(gw)).map_err(GatewayError::Probe)?;
     let mut warnings = Vec::new();
     let mut offload = gw.offload != Offload::Off;
+    if offload && gw.sharding().is_some() {
+        offload = false;
+        warnings.push(
+            "offload = \"auto\": a shard's flows enter by its lower and leave by other devices, which a flowtable cannot short-cut; flows are not offloaded".into(),
+        );
+    }
     let mut fatal = Vec::new();
     for (f, why) in missing {
         tracing::debug!(feature = ?f, "probe failed: {why}");
@@ -283,7 +290,8 @@ pub fn prepare(config: &Config) -> Result<Prepared, GatewayError> {
             plan,
         });
     }
-    let stale_shards = stale_shards(gw, gw.sharding().map_or(0, |s| s.count))?;
+    let keep: std::collections::BTreeSet<u32> = shards.iter().map(|s| s.index).collect();
+    let stale_shards = stale_shards(gw, &keep)?;
     Ok(Prepared {
         front,
         shards,
@@ -304,8 +312,11 @@ fn ours_shard(s: &crate::kernel::netlink::Snapshot) -> bool {
     })
 }
 
-/// Shard namespaces of tollgate's (`<prefix><number>`) numbered `count` or more.
-fn stale_shards(gw: &GatewayConfig, count: u32) -> Result<Vec<String>, GatewayError> {
+/// Shard namespaces of tollgate's (`<prefix><number>`) but those numbered as in `keep`.
+fn stale_shards(
+    gw: &GatewayConfig,
+    keep: &std::collections::BTreeSet<u32>,
+) -> Result<Vec<String>, GatewayError> {
     let prefix = gw.shard_prefix();
     let mut out = Vec::new();
     let names =
@@ -318,7 +329,7 @@ fn stale_shards(gw: &GatewayConfig, count: u32) -> Result<Vec<String>, GatewayEr
         else {
             continue;
         };
-        if j < count || n != names::shard_netns(prefix, j) {
+        if keep.contains(&j) || n != names::shard_netns(prefix, j) {
             continue;
         }
         let ours = crate::kernel::netns::run_in(&n, || {

@@ -116,6 +116,12 @@ pub fn public_device(s: &Snapshot, dev: &str) -> super::desired::PublicDevice {
     super::desired::PublicDevice {
         subnets: subnets(s, dev),
         mac: s.links.iter().find(|l| l.name == dev).and_then(|l| l.mac),
+        gateway_addresses: s
+            .addresses
+            .iter()
+            .filter(|a| a.dev != crate::names::EXTERNAL_DEV && !a.addr.is_loopback())
+            .map(|a| a.addr)
+            .collect(),
     }
 }
 

@@ -14,3 +14,9 @@ pub fn tollgate_bin() -> PathBuf {
 pub fn tollgate(ns: &lab::Netns, args: &[&str]) -> std::process::Output {
     lab::harness::tollgate(&tollgate_bin(), ns, args)
 }
+
+/// Runs the `tollgate` CLI in a namespace's network, keeping this process's mounts (a sharded
+/// gateway's shard namespaces must outlive the command).
+pub fn tollgate_shared_mounts(ns: &lab::Netns, args: &[&str]) -> std::process::Output {
+    lab::harness::tollgate_shared_mounts(&tollgate_bin(), ns, args)
+}

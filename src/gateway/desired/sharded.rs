@@ -82,9 +82,11 @@ pub fn layout(config: &Config, public: &PublicDevice, offload: bool) -> Layout {
             v.push(*m);
         }
     }
+    // a shard without tenants has no namespace
     let shards = members
         .iter()
         .zip(0u32..)
+        .filter(|(ts, _)| !ts.is_empty())
         .map(|(ts, j)| ShardDesired {
             index: j,
             netns: sh.netns(j),
@@ -104,6 +106,17 @@ fn front(gw: &GatewayConfig, tenants: &[Member], sh: &Shards) -> Desired {
     let (link, rule) = external_device(gw);
     d.links.push(link);
     d.rules.insert(rule);
+    // the tenants' gateway addresses on the external device, as without shards: ARP requests
+    // (which the stamps leave alone) are answered here, through the tunnel they came by;
+    // their IPv4 packets are stamped and forwarded to the shards before this namespace's
+    // stack sees them
+    for (_, g) in tenants {
+        d.addresses.insert(Address {
+            dev: EXTERNAL_DEV.into(),
+            addr: g.gateway_ip,
+            prefix: 32,
+        });
+    }
     d.set_ruleset(front_ruleset(gw, tenants, sh));
     d
 }
@@ -250,7 +263,9 @@ fn shard(gw: &GatewayConfig, tenants: &[Member], j: u32, public: &PublicDevice) 
             names::gateway_macvlan_mac(g.id),
             true,
         ));
-        // the tenant's gateway address, in its VRF (its local services listen in the shard)
+        // the tenant's gateway address, in its VRF (its local services listen in the shard);
+        // the device answers no ARP (the gateway's namespace does, and every tenant's tunnel
+        // macvlan is sent a copy of each request)
         d.addresses.insert(Address {
             dev: tunnel.clone(),
             addr: g.gateway_ip,
@@ -282,6 +297,10 @@ fn shard(gw: &GatewayConfig, tenants: &[Member], j: u32, public: &PublicDevice) 
         }
     }
     d.sysctls = tenant_sysctls();
-    d.set_ruleset(ruleset(gw, tenants, None, false, true));
+    let device = PublicDevice {
+        mac: None,
+        ..public.clone()
+    };
+    d.set_ruleset(ruleset(gw, tenants, &device, false, true));
     d
 }

@@ -8,6 +8,7 @@ fn public() -> desired::PublicDevice {
     desired::PublicDevice {
         subnets: vec!["198.51.100.0/24".parse().unwrap()],
         mac: None,
+        gateway_addresses: vec!["198.51.100.1".parse().unwrap()],
     }
 }
 
