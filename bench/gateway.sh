@@ -16,7 +16,9 @@
 # that the machine's drift between a quarter of an hour and the next touches both. With SIDE=1,
 # BALLAST=bench/ballast/<what>.sh runs that script in the second lab's gateway after its apply:
 # one kind of kernel object that 10,000 tenants make, alone (`TENANTS=1,1 SIDE=1
-# BALLAST=bench/ballast/macvlans.sh bash bench/gateway.sh vm`). In the VM
+# BALLAST=bench/ballast/macvlans.sh bash bench/gateway.sh vm`). SHARDS=N (vm) spreads the
+# tenants over N shards (`TENANTS=1,10000 OFFLOADS=off REPS=7 SIDE=1 SHARDS=40 bash
+# bench/gateway.sh vm`: 250 tenants a shard at 10,000). In the VM
 # the gateway is left to the namespace's deletion (tollgate destroy of 30,000 devices under
 # emulation takes long; destroy is shown by the tests).
 # Every point first waits until the CPU is quiet after its apply (under 5 % busy for 5 s; the
@@ -55,7 +57,7 @@ case "$WHERE" in
     VM_MEM=${VM_MEM:-6G} VM_TIMEOUT=${VM_TIMEOUT:-14400} bash tests/vm/run.sh \
       "$BIN" --tunnel gretap --tunnel-mode external --isolation vrf --offload "$OFFLOADS" \
       --tenants "$TENANTS" --secs "$SECS" --reps "$REPS" "${GROW_ARG[@]}" \
-      --no-destroy --out /tmp/g.json | tee "$OUT.log" || true
+      --shards "${SHARDS:-0}" --no-destroy --out /tmp/g.json | tee "$OUT.log" || true
     grep -q '^POINT ' "$OUT.log" || { echo "no figures came back from the VM" >&2; exit 1; }
     sed -n 's/^POINT //p' "$OUT.log" |
       awk 'BEGIN { print "[" } NR > 1 { print "," } { print } END { print "]" }' > "$OUT"

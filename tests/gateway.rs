@@ -832,7 +832,7 @@ fn vm_inner_shards() {
     };
     let lab = GatewayLab::new("vs", "gretap").expect("lab");
     let before = lab.gw.snapshot().expect("snapshot");
-    let prefix = format!("{}s", lab.gw.name());
+    let prefix = lab.shard_prefix();
     let shards_left = || {
         std::fs::read_dir("/run/netns")
             .into_iter()

@@ -501,7 +501,33 @@ pub struct GatewayLab {
     pub dir: TempDir,
 }
 
+impl Drop for GatewayLab {
+    /// Deletes the shards a sharded gateway in this lab left (a test that failed part-way, a
+    /// benchmark that does not destroy): namespaces named [`GatewayLab::shard_prefix`]`<j>`.
+    fn drop(&mut self) {
+        let prefix = self.shard_prefix();
+        let Ok(names) = std::fs::read_dir("/run/netns") else {
+            return;
+        };
+        for e in names.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let numbered = name
+                .strip_prefix(&prefix)
+                .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()));
+            if numbered {
+                let _ = Command::new("ip").args(["netns", "del", &name]).output();
+            }
+        }
+    }
+}
+
 impl GatewayLab {
+    /// The `shard_prefix` for a sharded gateway in this lab: unique to the lab, so that
+    /// parallel labs never share a shard, and what the lab deletes when dropped.
+    pub fn shard_prefix(&self) -> String {
+        format!("{}s", self.gw.name())
+    }
+
     /// `tunnel`: "vxlan" or "gretap", the tenants' side of the tunnels.
     pub fn new(tag: &str, tunnel: &str) -> Result<GatewayLab> {
         let lab = GatewayLab {

@@ -35,6 +35,7 @@ use crate::{GatewayLab, Netns, Proc, iperf3_server, wait_iperf3_idle, with_fille
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// One path's figures.
@@ -53,6 +54,9 @@ pub struct Point {
     pub tunnel_mode: String,
     pub isolation: String,
     pub offload: String,
+    /// The shards the tenants were spread over (0: none).
+    #[serde(default)]
+    pub shards: u32,
     pub policy_rules: usize,
     pub apply_s: f64,
     /// None when the point was not destroyed by tollgate.
@@ -97,6 +101,8 @@ pub struct Plan {
     /// apply (`bench/ballast/`): one of the kernel objects 10,000 tenants make, alone, so
     /// that two labs of one tenant each measure what that object costs.
     pub ballast: Option<std::path::PathBuf>,
+    /// Tenants spread over this many shards (0: none, all in the gateway's namespace).
+    pub shards: u32,
 }
 
 const EIP: &str = "203.0.113.11";
@@ -111,7 +117,7 @@ const SETTLE_MAX: Duration = Duration::from_secs(1800);
 
 /// The lab's config for `n` tenants: user1 alone for 1, else fillers before the lab's two.
 /// user1 and user2 let the benchmark's port in.
-pub fn config(plan: &Plan, offload: &str, n: u32, state: &Path) -> String {
+pub fn config(plan: &Plan, offload: &str, n: u32, state: &Path, shard_prefix: &str) -> String {
     let base = crate::gateway_config(
         &plan.tunnel,
         &plan.tunnel_mode,
@@ -127,6 +133,24 @@ pub fn config(plan: &Plan, offload: &str, n: u32, state: &Path) -> String {
         "allow_in = [\"tcp/23\", \"icmp\"]",
         &format!("allow_in = [\"tcp/23\", \"icmp\", \"tcp/{PORT}\", \"udp/{PORT}\"]"),
     );
+    // sharded: the shards' keys, and no shaper `upload` (shards do not serve it)
+    let base = if plan.shards > 0 {
+        base.lines()
+            .filter(|l| !l.starts_with("upload ="))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .replacen(
+                "[gateway]\n",
+                &format!(
+                    "[gateway]\nshards = {}\nshard_prefix = \"{shard_prefix}\"\n",
+                    plan.shards
+                ),
+                1,
+            )
+            + "\n"
+    } else {
+        base
+    };
     if n <= 1 {
         let first = base.find("[[tenant]]").unwrap_or(0);
         let second = base[first + 1..]
@@ -192,8 +216,15 @@ pub fn run(
 /// What a point is: "gretap/external/vrf offload=off: 10000 tenant(s)".
 fn heading(plan: &Plan, offload: &str, n: u32) -> String {
     format!(
-        "{}/{}/{} offload={offload}: {n} tenant(s)",
-        plan.tunnel, plan.tunnel_mode, plan.isolation
+        "{}/{}/{} offload={offload}{}: {n} tenant(s)",
+        plan.tunnel,
+        plan.tunnel_mode,
+        plan.isolation,
+        if plan.shards > 0 {
+            format!(" shards={}", plan.shards)
+        } else {
+            String::new()
+        }
     )
 }
 
@@ -338,6 +369,16 @@ impl Runs {
     }
 }
 
+/// Runs `tollgate` in the lab's gateway namespace, keeping this process's mounts (`nsenter
+/// --net`: the shards a sharded gateway pins must outlive the command).
+fn in_gateway(lab: &GatewayLab, tollgate: &Path, args: &[&str]) -> Result<std::process::Output> {
+    Ok(Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", lab.gw.name()))
+        .arg(tollgate)
+        .args(args)
+        .output()?)
+}
+
 /// One measurement of each path: the EIP, the operator's, the newest tenant's EIP.
 type Measured = (PathFigures, PathFigures, Option<PathFigures>);
 
@@ -352,10 +393,10 @@ fn apply_count(
 ) -> Result<Applied> {
     let state = lab.dir.path().join("state");
     let cfg = lab.dir.path().join("bench.toml");
-    std::fs::write(&cfg, config(plan, offload, n, &state))?;
+    std::fs::write(&cfg, config(plan, offload, n, &state, &lab.shard_prefix()))?;
     let c = cfg.to_str().context("utf-8 path")?;
     let t = Instant::now();
-    let applied = lab.gw.command(tollgate).args(["apply", "-c", c]).output()?;
+    let applied = in_gateway(lab, tollgate, &["apply", "-c", c])?;
     let apply_s = t.elapsed().as_secs_f64();
     if !applied.status.success() {
         bail!(
@@ -420,11 +461,7 @@ fn finish(
     if plan.destroy {
         let c = applied.config.to_str().context("utf-8 path")?;
         let t = Instant::now();
-        let destroyed = lab
-            .gw
-            .command(tollgate)
-            .args(["destroy", "-c", c])
-            .output()?;
+        let destroyed = in_gateway(lab, tollgate, &["destroy", "-c", c])?;
         if !destroyed.status.success() {
             bail!(
                 "tollgate destroy failed: {}",
@@ -439,6 +476,7 @@ fn finish(
         tunnel_mode: plan.tunnel_mode.clone(),
         isolation: plan.isolation.clone(),
         offload: offload.to_string(),
+        shards: plan.shards,
         policy_rules: applied.policy_rules,
         apply_s: applied.apply_s,
         destroy_s,
@@ -592,6 +630,7 @@ mod tests {
             reps: 1,
             grow: false,
             ballast: None,
+            shards: 0,
         }
     }
 
@@ -621,10 +660,10 @@ mod tests {
     #[test]
     fn one_tenant_is_user1_alone_and_more_end_with_the_labs_two() {
         let p = plan();
-        let one = config(&p, "off", 1, Path::new("/s"));
+        let one = config(&p, "off", 1, Path::new("/s"), "x");
         assert_eq!(one.matches("[[tenant]]").count(), 1, "{one}");
         assert!(one.contains("name = \"user1\"") && one.contains("tcp/5201"));
-        let many = config(&p, "off", 1000, Path::new("/s"));
+        let many = config(&p, "off", 1000, Path::new("/s"), "x");
         assert_eq!(many.matches("[[tenant]]").count(), 1000);
         // user1 and user2 (the newest, measured too) let the benchmark's port in
         assert_eq!(
@@ -638,5 +677,23 @@ mod tests {
         );
         let parsed = tollgate::config::Config::parse(&many, Path::new("t")).expect("parses");
         assert_eq!(parsed.gateway_tenants().count(), 1000);
+    }
+
+    #[test]
+    fn sharded_configs_name_their_shards_and_shape_nothing() {
+        let p = Plan {
+            tunnel: "gretap".into(),
+            isolation: "vrf".into(),
+            shards: 40,
+            ..plan()
+        };
+        for n in [1, 1000] {
+            let text = config(&p, "off", n, Path::new("/s"), "gbs");
+            let parsed = tollgate::config::Config::parse(&text, Path::new("t")).expect("parses");
+            let gw = parsed.gateway.as_ref().expect("gateway");
+            let sh = gw.sharding().expect("shards");
+            assert_eq!((sh.count, sh.prefix.as_str()), (40, "gbs"));
+            assert_eq!(parsed.shaped_tenants().count(), 0);
+        }
     }
 }

@@ -44,6 +44,9 @@ struct Args {
     /// its apply (bench/ballast/*.sh), to measure one kernel object's cost alone.
     #[arg(long, requires = "side_by_side")]
     ballast: Option<PathBuf>,
+    /// Spread the tenants over this many shards (network namespaces; 0: none).
+    #[arg(long, default_value_t = 0)]
+    shards: u32,
     /// Where to write the figures (JSON).
     #[arg(long)]
     out: PathBuf,
@@ -66,6 +69,7 @@ fn main() -> Result<()> {
         reps: a.reps,
         grow: a.grow,
         ballast: a.ballast,
+        shards: a.shards,
     };
     if plan.grow && plan.destroy {
         bail!("--grow keeps one lab through every count: use it with --no-destroy");
