@@ -136,7 +136,10 @@ pub fn show(path: &Path, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     for t in &r.tenants {
-        println!("tenant {} (id {})", t.name, t.id);
+        match &t.shard {
+            Some(ns) => println!("tenant {} (id {}, shard netns {ns})", t.name, t.id),
+            None => println!("tenant {} (id {})", t.name, t.id),
+        }
         println!(
             "  devices: {}",
             if t.devices.is_empty() {

@@ -955,6 +955,7 @@ fn vm_inner_shards() {
     for (i, id) in [(0, 1000), (1, 2000)] {
         let t = &report["tenants"][i];
         assert_eq!(t["id"], id, "{show}");
+        assert_eq!(t["shard"], format!("{prefix}{i}"), "{show}");
         let devices = t["devices"].to_string();
         assert!(
             devices.contains(&format!("tgv{id}")) && devices.contains(&format!("tgi{id}")),

@@ -10,6 +10,8 @@ use crate::names;
 pub struct TenantReport {
     pub name: String,
     pub id: u32,
+    /// The shard's network namespace its devices (and local services) are in, when sharded.
+    pub shard: Option<String>,
     pub devices: Vec<String>,
     pub routes: Vec<String>,
     pub eips: Vec<String>,
@@ -88,7 +90,7 @@ pub fn show(config: &Config) -> Result<Report, GatewayError> {
     let gw = gateway(config)?;
     let (by_chain, flowtable) = counters()?;
     let mut tenants = match gw.sharding() {
-        None => tenant_reports(config, &p.front, by_chain, |_| true),
+        None => tenant_reports(config, &p.front, by_chain, None, |_| true),
         Some(sh) => {
             let mut all = Vec::new();
             for s in &p.shards {
@@ -99,9 +101,13 @@ pub fn show(config: &Config) -> Result<Report, GatewayError> {
                     crate::kernel::netns::run_in(&s.netns, counters).map_err(|e| {
                         GatewayError::Refused(format!("entering shard {}: {e}", s.netns))
                     })??;
-                all.extend(tenant_reports(config, &s.plan, by_chain, |id| {
-                    sh.of(id) == s.index
-                }));
+                all.extend(tenant_reports(
+                    config,
+                    &s.plan,
+                    by_chain,
+                    Some(&s.netns),
+                    |id| sh.of(id) == s.index,
+                ));
             }
             all
         }
@@ -132,6 +138,7 @@ fn tenant_reports(
     config: &Config,
     plan: &NsPlan,
     mut by_chain: std::collections::HashMap<String, std::vec::IntoIter<(u64, u64)>>,
+    shard: Option<&str>,
     include: impl Fn(u32) -> bool,
 ) -> Vec<TenantReport> {
     let Some(gw) = config.gateway.as_ref() else {
@@ -180,6 +187,7 @@ fn tenant_reports(
         tenants.push(TenantReport {
             name: t.name.clone(),
             id: g.id,
+            shard: shard.map(str::to_string),
             devices,
             routes: routes.remove(&g.id).unwrap_or_default(),
             eips: g.eips.iter().map(|(a, b)| format!("{a} -> {b}")).collect(),

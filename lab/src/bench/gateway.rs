@@ -229,7 +229,7 @@ fn heading(plan: &Plan, offload: &str, n: u32) -> String {
 }
 
 /// A gateway lab with the operator's host on the underlay, reached through the gateway's main
-/// table.
+/// table (forwarding enabled by the operator).
 fn bench_lab(tunnel: &str) -> Result<GatewayLab> {
     let lab = GatewayLab::new("gb", tunnel)?;
     lab.sw
@@ -238,6 +238,9 @@ fn bench_lab(tunnel: &str) -> Result<GatewayLab> {
         .ip(&["route", "add", "198.51.100.0/24", "via", "172.31.0.1"])?;
     lab.cl
         .ip(&["route", "add", "172.31.0.0/24", "via", "198.51.100.1"])?;
+    // the operator's routing between its networks is the operator's to enable (tollgate sets
+    // it only where tenants are routed: in a sharded gateway, in the shards)
+    lab.gw.sysctl("net.ipv4.ip_forward", "1")?;
     Ok(lab)
 }
 
