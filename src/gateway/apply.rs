@@ -93,7 +93,19 @@ struct Executor<'a> {
     outside: Option<&'a Outside>,
 }
 
-impl Executor<'_> {
+impl<'a> Executor<'a> {
+    /// An executor that only removes (destroy, undo): it makes nothing, so it needs no
+    /// desired state, no index chooser and no way into the gateway's namespace.
+    fn removing(gw: &'a GatewayConfig, nl: &'a Netlink, empty: &'a desired::Desired) -> Self {
+        Executor {
+            gw,
+            nl,
+            desired: empty,
+            indexes: None,
+            outside: None,
+        }
+    }
+
     fn outside(&self, link: &Link) -> Result<&Outside, GatewayError> {
         self.outside.ok_or_else(|| {
             GatewayError::Refused(format!(
@@ -322,13 +334,7 @@ fn undo_namespace(gw: &GatewayConfig, undo: &Undo) -> usize {
         return 0;
     };
     let empty = desired::Desired::default();
-    let mut x = Executor {
-        gw,
-        nl: &nl,
-        desired: &empty,
-        indexes: None,
-        outside: None,
-    };
+    let mut x = Executor::removing(gw, &nl, &empty);
     let n = undo_all(&mut x, &undo.changes);
     if undo.took_journal
         && let Err(e) = journal().and_then(|j| j.release(HOLDER).map_err(GatewayError::from))
@@ -573,13 +579,7 @@ pub fn destroy(config: &Config, changes: &[Change]) -> Result<(), GatewayError> 
     let gw = gateway(config)?;
     let nl = Netlink::new()?;
     let empty = desired::Desired::default();
-    let mut x = Executor {
-        gw,
-        nl: &nl,
-        desired: &empty,
-        indexes: None,
-        outside: None,
-    };
+    let mut x = Executor::removing(gw, &nl, &empty);
     let mut failed = run_all(changes, |c| match execute(&mut x, c) {
         Err(e) if already_gone(&e) => Ok(()),
         r => r,

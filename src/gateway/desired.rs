@@ -98,6 +98,37 @@ fn external_device(gw: &GatewayConfig) -> (Link, Rule) {
     (link, rule)
 }
 
+/// A tenant's objects on its device `dev` towards the shared external tunnel device: its
+/// gateway address (/32), the permanent neighbour of its own next hop 169.254.Z, and its
+/// networks routed through it with the lightweight-tunnel encapsulation of its id and peer.
+fn external_tenant(d: &mut Desired, g: &TenantGateway, dev: &str) {
+    d.addresses.insert(Address {
+        dev: dev.to_string(),
+        addr: g.gateway_ip,
+        prefix: 32,
+    });
+    let nh = external_nexthop(g);
+    d.neighs.insert(Neigh {
+        dev: dev.to_string(),
+        ip: nh,
+        mac: g.peer_mac.unwrap_or([2, 0, 0, 0, 0, 1]),
+    });
+    for n in &g.networks {
+        d.routes.insert(Route {
+            table: g.id,
+            dst: *n,
+            dev: dev.to_string(),
+            via: Some(nh),
+            onlink: true,
+            encap: Some(Encap {
+                id: g.id,
+                dst: g.peer,
+            }),
+            proto: RTPROT_GATEWAY,
+        });
+    }
+}
+
 /// The sysctls the namespace that routes tenants needs.
 fn tenant_sysctls() -> Vec<Sysctl> {
     [
@@ -189,33 +220,7 @@ pub fn build(config: &Config, public: &PublicDevice, offload: bool) -> Desired {
                     });
                 }
             }
-            TunnelMode::External => {
-                d.addresses.insert(Address {
-                    dev: dev.clone(),
-                    addr: g.gateway_ip,
-                    prefix: 32,
-                });
-                let nh = external_nexthop(g);
-                d.neighs.insert(Neigh {
-                    dev: dev.clone(),
-                    ip: nh,
-                    mac: g.peer_mac.unwrap_or([2, 0, 0, 0, 0, 1]),
-                });
-                for n in &g.networks {
-                    d.routes.insert(Route {
-                        table: g.id,
-                        dst: *n,
-                        dev: dev.clone(),
-                        via: Some(nh),
-                        onlink: true,
-                        encap: Some(Encap {
-                            id: g.id,
-                            dst: g.peer,
-                        }),
-                        proto: RTPROT_GATEWAY,
-                    });
-                }
-            }
+            TunnelMode::External => external_tenant(&mut d, g, &dev),
         }
         match &vrf {
             // the tenant's devices are enslaved to its VRF: the l3mdev rule finds the table
@@ -443,6 +448,34 @@ fn underlay_key(gw: &GatewayConfig) -> (String, &'static str, fn(u32) -> u64) {
 /// the public device and the tunnel devices as the tenants' ways in and out), or in a shard's
 /// (`shard` true: the gateway's namespace marks and stamps; a tenant enters by its two entry
 /// macvlans on the shard's lower and leaves by [`names::SHARD_PUBLIC`] or its tunnel macvlan).
+/// The map `peers`: (outer source, tunnel key) -> tenant, so that a peer can speak only for
+/// its own tenants (several tenants may share one peer).
+fn peers_map(gw: &GatewayConfig, tenants: &[(&crate::config::Tenant, &TenantGateway)]) -> String {
+    let (_, field, key) = underlay_key(gw);
+    let elems: BTreeSet<(Ipv4Addr, u64, u32)> = tenants
+        .iter()
+        .map(|(_, g)| (g.peer, key(g.id), g.id))
+        .collect();
+    let elems: Vec<String> = elems
+        .iter()
+        .map(|(p, k, id)| format!("{p} . {k:#x} : {id}"))
+        .collect();
+    format!(
+        "\tmap peers {{\n\t\ttypeof ip saddr . {field} : meta mark\n\t\telements = {{ {} }}\n\t}}\n",
+        elems.join(", ")
+    )
+}
+
+/// The `pre_raw` rule that marks an underlay packet by its peer and key, in `peers`; the mark
+/// survives decapsulation.
+fn underlay_mark(gw: &GatewayConfig) -> String {
+    let (matcher, field, _) = underlay_key(gw);
+    format!(
+        "\t\tiifname \"{}\" {matcher} meta mark set ip saddr . {field} map @peers\n",
+        gw.underlay
+    )
+}
+
 fn ruleset(
     gw: &GatewayConfig,
     tenants: &[(&crate::config::Tenant, &TenantGateway)],
@@ -486,21 +519,7 @@ fn ruleset(
     }
     let external = gw.tunnel_mode == TunnelMode::External && !tenants.is_empty() && !shard;
     if external {
-        // (outer source, tunnel key) -> tenant: a peer can speak only for its own tenants
-        let (_, field, key) = underlay_key(gw);
-        let elems: BTreeSet<(Ipv4Addr, u64, u32)> = tenants
-            .iter()
-            .map(|(_, g)| (g.peer, key(g.id), g.id))
-            .collect();
-        let elems: Vec<String> = elems
-            .iter()
-            .map(|(p, k, id)| format!("{p} . {k:#x} : {id}"))
-            .collect();
-        let _ = writeln!(
-            s,
-            "\tmap peers {{\n\t\ttypeof ip saddr . {field} : meta mark\n\t\telements = {{ {} }}\n\t}}",
-            elems.join(", ")
-        );
+        s.push_str(&peers_map(gw, tenants));
     }
     // --- prerouting, raw: zones and marks, on every packet (not just NEW)
     let _ = writeln!(
@@ -542,14 +561,7 @@ fn ruleset(
                 );
             }
             TunnelMode::External => {
-                // the underlay packet is marked by its peer and key; the mark survives
-                // decapsulation
-                let (matcher, field, _) = underlay_key(gw);
-                let _ = writeln!(
-                    s,
-                    "\t\tiifname \"{}\" {matcher} meta mark set ip saddr . {field} map @peers",
-                    gw.underlay,
-                );
+                s.push_str(&underlay_mark(gw));
                 if !vrf {
                     let _ = writeln!(
                         s,

@@ -25,13 +25,12 @@
 //! a macvlan whose lower is in the gateway's namespace, so they never cross back.
 
 use super::{
-    Desired, PublicDevice, external_device, external_nexthop, map, ruleset, tenant_sysctls,
-    underlay_key,
+    Desired, PublicDevice, external_device, external_tenant, map, peers_map, ruleset,
+    tenant_sysctls, underlay_mark,
 };
 use crate::config::{Config, GatewayConfig, Ipv4Net, Shards, Tenant, TenantGateway};
 use crate::kernel::model::*;
 use crate::names::{self, EXTERNAL_DEV, GATEWAY_NFT_TABLE as NFT_TABLE, RTPROT_GATEWAY};
-use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::net::Ipv4Addr;
 
@@ -126,34 +125,15 @@ fn front_ruleset(gw: &GatewayConfig, tenants: &[Member], sh: &Shards) -> String 
     let lower = |g: &TenantGateway| format!("\"{}\"", names::shard_lower(sh.of(g.id)));
     let mac = |m: [u8; 6]| mac_str(&m);
     let _ = writeln!(s, "table inet {NFT_TABLE} {{");
-    let (matcher, field, key) = underlay_key(gw);
     if !tenants.is_empty() {
-        // (outer source, tunnel key) -> tenant: a peer can speak only for its own tenants
-        let elems: BTreeSet<(Ipv4Addr, u64, u32)> = tenants
-            .iter()
-            .map(|(_, g)| (g.peer, key(g.id), g.id))
-            .collect();
-        let elems: Vec<String> = elems
-            .iter()
-            .map(|(p, k, id)| format!("{p} . {k:#x} : {id}"))
-            .collect();
-        let _ = writeln!(
-            s,
-            "\tmap peers {{\n\t\ttypeof ip saddr . {field} : meta mark\n\t\telements = {{ {} }}\n\t}}",
-            elems.join(", ")
-        );
+        s.push_str(&peers_map(gw, tenants));
     }
     let _ = writeln!(
         s,
         "\tchain pre_raw {{\n\t\ttype filter hook prerouting priority raw; policy accept;\n\t\tmeta iifkind \"vrf\" accept comment \"tollgate @DIGEST@\""
     );
     if !tenants.is_empty() {
-        // the underlay packet is marked by its peer and key; the mark survives decapsulation
-        let _ = writeln!(
-            s,
-            "\t\tiifname \"{}\" {matcher} meta mark set ip saddr . {field} map @peers",
-            gw.underlay
-        );
+        s.push_str(&underlay_mark(gw));
     }
     let _ = writeln!(s, "\t}}\n}}");
     let eips: Vec<(Ipv4Addr, &TenantGateway)> = tenants
@@ -263,31 +243,10 @@ fn shard(gw: &GatewayConfig, tenants: &[Member], j: u32, public: &PublicDevice) 
             names::gateway_macvlan_mac(g.id),
             true,
         ));
-        // the tenant's gateway address, in its VRF (its local services listen in the shard);
-        // the device answers no ARP (the gateway's namespace does, and every tenant's tunnel
-        // macvlan is sent a copy of each request)
-        d.addresses.insert(Address {
-            dev: tunnel.clone(),
-            addr: g.gateway_ip,
-            prefix: 32,
-        });
-        let nh = external_nexthop(g);
-        d.neighs.insert(Neigh {
-            dev: tunnel.clone(),
-            ip: nh,
-            mac: g.peer_mac.unwrap_or([2, 0, 0, 0, 0, 1]),
-        });
-        for n in &g.networks {
-            d.routes.insert(Route {
-                via: Some(nh),
-                onlink: true,
-                encap: Some(Encap {
-                    id: g.id,
-                    dst: g.peer,
-                }),
-                ..route(g.id, *n, &tunnel, None)
-            });
-        }
+        // its gateway address, neighbour and routes on its tunnel macvlan, in its VRF (its
+        // local services listen in the shard); the device answers no ARP (the gateway's
+        // namespace does, and every tenant's tunnel macvlan is sent a copy of each request)
+        external_tenant(&mut d, g, &tunnel);
         for s in &public.subnets {
             d.routes.insert(route(g.id, *s, names::SHARD_PUBLIC, None));
         }

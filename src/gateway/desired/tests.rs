@@ -409,16 +409,8 @@ fn each_tenant_lives_in_the_shard_its_id_gives() {
     let mut seen = BTreeSet::new();
     for s in &l.shards {
         assert_eq!(s.netns, format!("tgtest-s{}", s.index));
-        let vrfs: Vec<u32> = s
-            .desired
-            .links
-            .iter()
-            .filter_map(|l| match l.kind {
-                LinkKind::Vrf { table } => Some(table),
-                _ => None,
-            })
-            .collect();
-        for id in vrfs {
+        // each tenant's table is its VRF's
+        for id in s.desired.tables() {
             assert_eq!(sh.of(id), s.index, "tenant {id}");
             assert!(seen.insert(id), "tenant {id} twice");
         }
@@ -456,14 +448,7 @@ fn a_shard_holds_its_lower_its_way_out_and_its_tenants() {
             .starts_with("macvlan on eth-pub (gateway namespace) address ")
     );
     assert_eq!(tgxp.lower(), None, "its lower is not in the shard");
-    let id = d
-        .links
-        .iter()
-        .find_map(|l| match l.kind {
-            LinkKind::Vrf { table } => Some(table),
-            _ => None,
-        })
-        .unwrap();
+    let id = d.tables()[0];
     let link = |n: String| d.links.iter().find(|l| l.name == n).cloned().unwrap();
     let vrf = Some(names::vrf(id));
     assert_eq!(link(names::public_macvlan(id)).master, vrf);
@@ -498,22 +483,12 @@ fn a_shard_holds_its_lower_its_way_out_and_its_tenants() {
     );
     let rs = &d.ruleset;
     // zones by both entries; DNAT only from the public one; out by the shard's devices
-    assert!(
-        rs.contains(&format!(
-            "\"{}\" : {}",
-            names::tunnel_entry_macvlan(id),
-            id % 65536
-        )),
-        "{rs}"
-    );
-    assert!(
-        rs.contains(&format!(
-            "\"{}\" : {}",
-            names::public_macvlan(id),
-            id % 65536
-        )),
-        "{rs}"
-    );
+    for entry in [names::tunnel_entry_macvlan(id), names::public_macvlan(id)] {
+        assert!(
+            rs.contains(&format!("\"{entry}\" : {}", id % 65536)),
+            "{rs}"
+        );
+    }
     let dnat = rs.lines().find(|l| l.contains("dnat")).unwrap();
     assert!(
         dnat.contains(&names::public_macvlan(id)) && !dnat.contains("tgi"),
