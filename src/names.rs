@@ -75,8 +75,15 @@ pub fn public_macvlan(id: u32) -> String {
 /// The first byte tells the variants apart (`02`, `06`, `0a`, ...: the first whose bucket
 /// differs; the second is almost never needed).
 pub fn public_macvlan_mac(id: u32, lower_mac: Option<[u8; 6]>) -> [u8; 6] {
+    mac_outside_list(0x70, id, lower_mac)
+}
+
+/// A locally administered unicast MAC, second byte `kind`, `id` in the last four, for a
+/// macvlan on a device whose own MAC is `lower_mac`: the first variant (first byte `02`,
+/// `06`, `0a`, ...) whose hash list is not the device's own (see [`public_macvlan_mac`]).
+fn mac_outside_list(kind: u8, id: u32, lower_mac: Option<[u8; 6]>) -> [u8; 6] {
     let b = id.to_be_bytes();
-    let mac = |v: u8| [0x02 | (v << 2), 0x70, b[0], b[1], b[2], b[3]];
+    let mac = |v: u8| [0x02 | (v << 2), kind, b[0], b[1], b[2], b[3]];
     let Some(lower) = lower_mac else {
         return mac(0);
     };
@@ -168,15 +175,11 @@ pub const SHARD_PUBLIC: &str = "tgxp";
 pub fn shard_public_mac(j: u32, lower_mac: Option<[u8; 6]>) -> [u8; 6] {
     let mut m = public_macvlan_mac(j, lower_mac);
     m[1] = 0x78;
-    if lower_mac.is_some_and(|l| macvlan_bucket(m) == macvlan_bucket(l)) {
-        // the second byte moved it into the device's list: take the first variant that is not
-        let b = j.to_be_bytes();
-        return (0..64u8)
-            .map(|v| [0x02 | (v << 2), 0x78, b[0], b[1], b[2], b[3]])
-            .find(|c| lower_mac.is_none_or(|l| macvlan_bucket(*c) != macvlan_bucket(l)))
-            .unwrap_or(m);
+    match lower_mac {
+        // the second byte moved it into the device's list: the first variant that is not
+        Some(l) if macvlan_bucket(m) == macvlan_bucket(l) => mac_outside_list(0x78, j, lower_mac),
+        _ => m,
     }
-    m
 }
 
 /// True when `name` is one [`shaper_macvlan`] could give (whatever the id).

@@ -833,15 +833,7 @@ fn vm_inner_shards() {
     let lab = GatewayLab::new("vs", "gretap").expect("lab");
     let before = lab.gw.snapshot().expect("snapshot");
     let prefix = lab.shard_prefix();
-    let shards_left = || {
-        std::fs::read_dir("/run/netns")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with(&prefix))
-            .collect::<std::collections::BTreeSet<_>>()
-    };
+    let shards_left = || lab.shards();
     let state = lab.dir.path().join("state");
     let cfg = lab.dir.path().join("t.toml");
     let c = cfg.to_str().expect("path");

@@ -79,8 +79,18 @@ def tenant_batch(i, entry_lower, tunnel_here, default_dev, client_neigh):
 
 
 def peers_map(ids):
-    """The gateway's map (outer source, GRE key) -> tenant mark, as an nft map element list."""
-    return ", ".join("172.31.0.2 . 0x%x : %d" % (i, i) for i in ids)
+    """The gateway's map (outer source, GRE key) -> tenant mark, as an nft map."""
+    elems = ", ".join("172.31.0.2 . 0x%x : %d" % (i, i) for i in ids)
+    return f"""\tmap peers {{
+\t\ttypeof ip saddr . @th,32,32 : meta mark
+\t\telements = {{ {elems} }}
+\t}}
+"""
+
+
+# the gateway's rule that marks an underlay packet by its peer and key
+UNDERLAY_MARK = ('\t\tiifname "eth-ul" ip protocol gre @th,0,32 0x20006558 '
+                 'meta mark set ip saddr . @th,32,32 map @peers\n')
 
 
 def pre_nat(ids):
@@ -166,14 +176,9 @@ def main():
 """ for j in range(shards)) if sym else ""
     with open(os.path.join(out, lab + "-gw.nft"), "w") as f:
         f.write(f"""table inet ss {{
-\tmap peers {{
-\t\ttypeof ip saddr . @th,32,32 : meta mark
-\t\telements = {{ {peers} }}
-\t}}
-\tchain pre_raw {{
+{peers}\tchain pre_raw {{
 \t\ttype filter hook prerouting priority raw; policy accept;
-\t\tiifname "eth-ul" ip protocol gre @th,0,32 0x20006558 meta mark set ip saddr . @th,32,32 map @peers
-\t}}
+{UNDERLAY_MARK}\t}}
 }}
 table netdev ss {{
 \tchain pub {{
@@ -204,15 +209,10 @@ def write_flat(out, lab, tenants):
     zones = ", ".join('"tgi%d" : %d, "tgt%d" : %d' % (i, i, i, i) for i in ids)
     with open(os.path.join(out, lab + "-gw.nft"), "w") as f:
         f.write(f"""table inet ss {{
-\tmap peers {{
-\t\ttypeof ip saddr . @th,32,32 : meta mark
-\t\telements = {{ {peers} }}
-\t}}
-\tchain pre_raw {{
+{peers}\tchain pre_raw {{
 \t\ttype filter hook prerouting priority raw; policy accept;
 \t\tmeta iifkind "vrf" accept
-\t\tiifname "eth-ul" ip protocol gre @th,0,32 0x20006558 meta mark set ip saddr . @th,32,32 map @peers
-\t\tct zone set iifname map {{ {zones} }}
+{UNDERLAY_MARK}\t\tct zone set iifname map {{ {zones} }}
 \t}}
 {pre_nat(ids)}}}
 table netdev ss {{

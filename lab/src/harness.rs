@@ -130,9 +130,7 @@ pub fn tollgate(bin: &Path, ns: &Netns, args: &[&str]) -> std::process::Output {
 /// namespace (`nsenter --net`, where `ip netns exec` would give it a private one): what a
 /// sharded gateway needs, since the shard namespaces it pins must outlive it.
 pub fn tollgate_shared_mounts(bin: &Path, ns: &Netns, args: &[&str]) -> std::process::Output {
-    std::process::Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", ns.name()))
-        .arg(bin)
+    ns.command_shared_mounts(bin)
         .args(args)
         .output()
         .expect("running tollgate")

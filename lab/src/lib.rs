@@ -130,6 +130,16 @@ impl Netns {
         c
     }
 
+    /// A command that runs in the namespace's network but this process's mount namespace
+    /// (`nsenter --net`; `ip netns exec` gives its command private mounts): what a sharded
+    /// gateway needs, since the shard namespaces it pins must outlive the command.
+    pub fn command_shared_mounts(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.name))
+            .arg(program);
+        c
+    }
+
     /// Runs a command in the namespace and returns its stdout.
     pub fn exec(&self, program: &str, args: &[&str]) -> Result<String> {
         let out = run(self.command(program).args(args))?;
@@ -505,18 +515,8 @@ impl Drop for GatewayLab {
     /// Deletes the shards a sharded gateway in this lab left (a test that failed part-way, a
     /// benchmark that does not destroy): namespaces named [`GatewayLab::shard_prefix`]`<j>`.
     fn drop(&mut self) {
-        let prefix = self.shard_prefix();
-        let Ok(names) = std::fs::read_dir("/run/netns") else {
-            return;
-        };
-        for e in names.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let numbered = name
-                .strip_prefix(&prefix)
-                .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()));
-            if numbered {
-                let _ = Command::new("ip").args(["netns", "del", &name]).output();
-            }
+        for name in self.shards() {
+            let _ = Command::new("ip").args(["netns", "del", &name]).output();
         }
     }
 }
@@ -526,6 +526,21 @@ impl GatewayLab {
     /// parallel labs never share a shard, and what the lab deletes when dropped.
     pub fn shard_prefix(&self) -> String {
         format!("{}s", self.gw.name())
+    }
+
+    /// The shard namespaces that exist for this lab's gateway (`<shard_prefix><number>`).
+    pub fn shards(&self) -> std::collections::BTreeSet<String> {
+        let prefix = self.shard_prefix();
+        std::fs::read_dir("/run/netns")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| {
+                n.strip_prefix(&prefix)
+                    .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+            })
+            .collect()
     }
 
     /// `tunnel`: "vxlan" or "gretap", the tenants' side of the tunnels.

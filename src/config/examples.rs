@@ -37,8 +37,17 @@ pub fn gateway_variant(
 /// [`GATEWAY_EXAMPLE`] spread over `shards` shards named `<prefix><j>` (gretap, external,
 /// VRF, offload off, as shards need), without the shaper's `upload`, which shards do not serve.
 pub fn sharded_variant(shards: u32, prefix: &str, state_dir: Option<&Path>) -> String {
-    gateway_variant("gretap", "external", "vrf", "off", state_dir)
-        .lines()
+    with_shards(
+        &gateway_variant("gretap", "external", "vrf", "off", state_dir),
+        shards,
+        prefix,
+    )
+}
+
+/// A gateway config `text` spread over `shards` shards named `<prefix><j>`, without the
+/// shaper's `upload` lines, which shards do not serve.
+pub fn with_shards(text: &str, shards: u32, prefix: &str) -> String {
+    text.lines()
         .filter(|l| !l.starts_with("upload ="))
         .collect::<Vec<_>>()
         .join("\n")

@@ -352,21 +352,45 @@ fn forget_namespace(gw: &GatewayConfig) -> Result<(), GatewayError> {
     Ok(())
 }
 
-fn in_shard<T: Send>(
-    netns: &str,
-    f: impl FnOnce() -> Result<T, GatewayError> + Send,
-) -> Result<T, GatewayError> {
-    crate::kernel::netns::run_in(netns, f)
-        .map_err(|e| GatewayError::Refused(format!("entering shard {netns}: {e}")))?
-}
-
 /// Deletes shard namespace `netns` and what it holds, and its records.
 fn delete_shard(gw: &GatewayConfig, netns: &str) -> Result<(), GatewayError> {
-    in_shard(netns, || forget_namespace(gw))?;
-    crate::kernel::netns::delete(netns).map_err(|e| GatewayError::Io {
-        what: format!("deleting shard {netns}"),
-        err: std::io::Error::other(e.to_string()),
-    })
+    crate::kernel::netns::run_in(netns, || forget_namespace(gw))??;
+    Ok(crate::kernel::netns::delete(netns)?)
+}
+
+/// Carries out, in each shard that has any, those of its planned changes that `pick` takes
+/// (from a thread inside the shard; `outside` reaches the gateway's namespace). What undoes
+/// them goes to `done` for shards that existed before this run (a new one is deleted whole).
+fn apply_in_shards(
+    gw: &GatewayConfig,
+    p: &Prepared,
+    pick: impl Fn(&Change) -> bool,
+    outside: &mut Outside,
+    done: &mut Vec<Done>,
+) -> Result<(), GatewayError> {
+    for s in &p.shards {
+        let changes: Vec<Change> = s.plan.changes.iter().filter(|c| pick(c)).cloned().collect();
+        if changes.is_empty() {
+            continue;
+        }
+        outside.netns = s.netns.clone();
+        // lent mutably: a netlink connection may move to another thread but not be shared
+        let o = &mut *outside;
+        let undo = crate::kernel::netns::run_in(&s.netns, move || {
+            apply_namespace(gw, &s.plan, &changes, Some(&*o))
+        })??;
+        if s.exists {
+            done.push(Done::Shard(s.netns.clone(), undo));
+        }
+    }
+    Ok(())
+}
+
+/// What undoes one step of [`apply`], oldest first.
+enum Done {
+    Netns(String),
+    Front(Undo),
+    Shard(String, Undo),
 }
 
 /// Carries out a prepared plan, namespace by namespace: shards' namespaces are made first,
@@ -380,39 +404,29 @@ pub fn apply(config: &Config, p: &Prepared) -> Result<(), GatewayError> {
     if p.change_count() == 0 {
         return Ok(());
     }
-    // undo records, oldest first
-    enum Done {
-        Netns(String),
-        Front(Undo),
-        Shard(String, Undo),
-    }
     let mut done: Vec<Done> = Vec::new();
     let result = (|| -> Result<(), GatewayError> {
         for s in p.shards.iter().filter(|s| !s.exists) {
-            crate::kernel::netns::create(&s.netns).map_err(|e| GatewayError::Io {
-                what: format!("creating shard {}", s.netns),
-                err: std::io::Error::other(e.to_string()),
-            })?;
+            crate::kernel::netns::create(&s.netns)?;
             done.push(Done::Netns(s.netns.clone()));
             // loopback up: without an address outside the VRFs, the namespace has no local
             // table, and every source address would look like a broadcast one to the
             // ruleset's check of the gateway's own addresses
             Netlink::new_in(&s.netns)?.link_set_up("lo")?;
         }
-        let (ruleset, rest): (Vec<Change>, Vec<Change>) = p
+        let sharded = !p.shards.is_empty();
+        // with shards, the gateway's ruleset comes last: its stamps forward to their lowers
+        let (later, now): (Vec<Change>, Vec<Change>) = p
             .front
             .changes
             .iter()
             .cloned()
-            .partition(|c| matches!(c, Change::Ruleset { .. }));
-        let sharded = !p.shards.is_empty();
-        let (now, later) = if sharded {
-            (rest, ruleset)
-        } else {
-            (p.front.changes.clone(), Vec::new())
-        };
+            .partition(|c| sharded && matches!(c, Change::Ruleset { .. }));
         if !now.is_empty() {
             done.push(Done::Front(apply_namespace(gw, &p.front, &now, None)?));
+        }
+        if !sharded {
+            return Ok(());
         }
         let lower_made = p.shards.iter().any(|s| {
             s.plan.changes.iter().any(|c| {
@@ -424,48 +438,20 @@ pub fn apply(config: &Config, p: &Prepared) -> Result<(), GatewayError> {
             nl: Netlink::new()?,
             netns: String::new(),
         };
-        // removals in every shard first, the shards the config no longer has included: a
-        // tenant moving between shards frees its MACs on the gateway's devices before its
-        // devices are made in the new shard
-        for removing in [true, false] {
-            if !removing {
-                for n in &p.stale_shards {
-                    delete_shard(gw, n).map_err(|e| GatewayError::Applied {
-                        failed: format!(
-                            "`{}` failed: {e}",
-                            Change::DeleteShard { netns: n.clone() }
-                        ),
-                        undone: 0,
-                    })?;
-                }
-            }
-            for s in &p.shards {
-                let changes: Vec<Change> = s
-                    .plan
-                    .changes
-                    .iter()
-                    .filter(|c| (c.sign() == '-') == removing)
-                    .cloned()
-                    .collect();
-                if changes.is_empty() {
-                    continue;
-                }
-                outside.netns = s.netns.clone();
-                let o = outside;
-                let (o, r) = crate::kernel::netns::run_in(&s.netns, move || {
-                    let r = apply_namespace(gw, &s.plan, &changes, Some(&o));
-                    (o, r)
-                })
-                .map_err(|e| GatewayError::Refused(format!("entering shard {}: {e}", s.netns)))?;
-                outside = o;
-                let undo = r?;
-                if s.exists {
-                    done.push(Done::Shard(s.netns.clone(), undo));
-                }
-            }
+        // removals in every shard first, then the shards the config no longer has: a tenant
+        // moving between shards frees its MACs on the gateway's devices before its devices
+        // are made in the new shard
+        let removal = |c: &Change| c.sign() == '-';
+        apply_in_shards(gw, p, removal, &mut outside, &mut done)?;
+        for n in &p.stale_shards {
+            delete_shard(gw, n).map_err(|e| GatewayError::Applied {
+                failed: format!("`{}` failed: {e}", Change::DeleteShard { netns: n.clone() }),
+                undone: 0,
+            })?;
         }
+        apply_in_shards(gw, p, |c| !removal(c), &mut outside, &mut done)?;
         // the stamps' `fwd` resolves each lower's index when loaded: reload after a new one
-        if sharded && (!later.is_empty() || lower_made) {
+        if !later.is_empty() || lower_made {
             nft::apply(&p.front.desired.ruleset)?;
             if p.front.extra.ruleset_digest.is_none() {
                 done.push(Done::Front(Undo {
@@ -483,7 +469,7 @@ pub fn apply(config: &Config, p: &Prepared) -> Result<(), GatewayError> {
     for d in done.iter().rev() {
         match d {
             Done::Front(u) => undone += undo_namespace(gw, u),
-            Done::Shard(n, u) => match in_shard(n, || Ok(undo_namespace(gw, u))) {
+            Done::Shard(n, u) => match crate::kernel::netns::run_in(n, || undo_namespace(gw, u)) {
                 Ok(k) => undone += k,
                 Err(e2) => tracing::error!("undoing in {n}: {e2}"),
             },

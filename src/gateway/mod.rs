@@ -60,6 +60,8 @@ pub enum GatewayError {
     #[error(transparent)]
     State(#[from] StateError),
     #[error(transparent)]
+    Netns(#[from] crate::kernel::netns::NetnsError),
+    #[error(transparent)]
     Sysctl(#[from] crate::kernel::sysctl::JournalError),
     #[error("{what}: {err}")]
     Io { what: String, err: std::io::Error },
@@ -269,8 +271,7 @@ pub fn prepare(config: &Config) -> Result<Prepared, GatewayError> {
                     strict_rp_filter()?;
                 }
                 plan_namespace(d, snapshot)
-            })
-            .map_err(|e| GatewayError::Probe(e.to_string()))??
+            })??
         } else {
             let lower = names::shard_lower(s.index);
             if front.observed.index(&lower).is_some() {
@@ -319,8 +320,7 @@ fn stale_shards(
 ) -> Result<Vec<String>, GatewayError> {
     let prefix = gw.shard_prefix();
     let mut out = Vec::new();
-    let names =
-        crate::kernel::netns::list(prefix).map_err(|e| GatewayError::Probe(e.to_string()))?;
+    let names = crate::kernel::netns::list(prefix)?;
     for n in names {
         let Some(j) = n
             .strip_prefix(prefix)
@@ -336,8 +336,7 @@ fn stale_shards(
             Netlink::new()
                 .and_then(|nl| nl.snapshot())
                 .map(|s| ours_shard(&s))
-        })
-        .map_err(|e| GatewayError::Probe(e.to_string()))??;
+        })??;
         if ours {
             out.push(n);
         }

@@ -97,10 +97,7 @@ pub fn show(config: &Config) -> Result<Report, GatewayError> {
                 if !s.exists {
                     continue;
                 }
-                let (by_chain, _) =
-                    crate::kernel::netns::run_in(&s.netns, counters).map_err(|e| {
-                        GatewayError::Refused(format!("entering shard {}: {e}", s.netns))
-                    })??;
+                let (by_chain, _) = crate::kernel::netns::run_in(&s.netns, counters)??;
                 all.extend(tenant_reports(
                     config,
                     &s.plan,

@@ -182,18 +182,23 @@ pub fn delete(name: &str) -> Result<(), NetnsError> {
     std::fs::remove_file(&pin).map_err(io_err(name, "removing its pin file"))
 }
 
-/// Runs `f` on a thread that has joined namespace `name`, and returns what it returns.
-/// Everything `f` opens (netlink sockets, `nft` processes, `/proc/sys/net` files) belongs to
-/// that namespace; the caller's thread is untouched.
-pub fn run_in<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
+/// An open handle on namespace `name` (for `setns`, or a netlink request's IFLA_NET_NS_FD).
+pub fn open(name: &str) -> Result<std::fs::File, NetnsError> {
     check_name(name)?;
-    let file = std::fs::File::open(path(name)).map_err(|e| {
+    std::fs::File::open(path(name)).map_err(|e| {
         if e.kind() == io::ErrorKind::NotFound {
             NetnsError::Missing(name.to_string())
         } else {
             io_err(name, "opening it")(e)
         }
-    })?;
+    })
+}
+
+/// Runs `f` on a thread that has joined namespace `name`, and returns what it returns.
+/// Everything `f` opens (netlink sockets, `nft` processes, `/proc/sys/net` files) belongs to
+/// that namespace; the caller's thread is untouched.
+pub fn run_in<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
+    let file = open(name)?;
     std::thread::scope(|s| {
         s.spawn(|| -> Result<T, NetnsError> {
             // SAFETY: setns on this thread only, with a namespace fd held open for the call.

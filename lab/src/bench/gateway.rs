@@ -35,7 +35,6 @@ use crate::{GatewayLab, Netns, Proc, iperf3_server, wait_iperf3_idle, with_fille
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// One path's figures.
@@ -133,21 +132,8 @@ pub fn config(plan: &Plan, offload: &str, n: u32, state: &Path, shard_prefix: &s
         "allow_in = [\"tcp/23\", \"icmp\"]",
         &format!("allow_in = [\"tcp/23\", \"icmp\", \"tcp/{PORT}\", \"udp/{PORT}\"]"),
     );
-    // sharded: the shards' keys, and no shaper `upload` (shards do not serve it)
     let base = if plan.shards > 0 {
-        base.lines()
-            .filter(|l| !l.starts_with("upload ="))
-            .collect::<Vec<_>>()
-            .join("\n")
-            .replacen(
-                "[gateway]\n",
-                &format!(
-                    "[gateway]\nshards = {}\nshard_prefix = \"{shard_prefix}\"\n",
-                    plan.shards
-                ),
-                1,
-            )
-            + "\n"
+        tollgate::config::examples::with_shards(&base, plan.shards, shard_prefix)
     } else {
         base
     };
@@ -372,14 +358,10 @@ impl Runs {
     }
 }
 
-/// Runs `tollgate` in the lab's gateway namespace, keeping this process's mounts (`nsenter
-/// --net`: the shards a sharded gateway pins must outlive the command).
+/// Runs `tollgate` in the lab's gateway namespace, keeping this process's mounts (the shards
+/// a sharded gateway pins must outlive the command).
 fn in_gateway(lab: &GatewayLab, tollgate: &Path, args: &[&str]) -> Result<std::process::Output> {
-    Ok(Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", lab.gw.name()))
-        .arg(tollgate)
-        .args(args)
-        .output()?)
+    Ok(lab.gw.command_shared_mounts(tollgate).args(args).output()?)
 }
 
 /// One measurement of each path: the EIP, the operator's, the newest tenant's EIP.

@@ -256,10 +256,6 @@ fn shard(gw: &GatewayConfig, tenants: &[Member], j: u32, public: &PublicDevice) 
         }
     }
     d.sysctls = tenant_sysctls();
-    let device = PublicDevice {
-        mac: None,
-        ..public.clone()
-    };
-    d.set_ruleset(ruleset(gw, tenants, &device, false, true));
+    d.set_ruleset(ruleset(gw, tenants, public, false, true));
     d
 }

@@ -276,12 +276,8 @@ impl Netlink {
 
 /// An open handle on named namespace `netns`, for IFLA_NET_NS_FD.
 fn open_netns(netns: &str) -> Result<std::fs::File, NetlinkError> {
-    crate::kernel::netns::check_name(netns).map_err(|e| NetlinkError::Setting {
+    crate::kernel::netns::open(netns).map_err(|e| NetlinkError::Setting {
         what: format!("open netns {netns}"),
-        err: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()),
-    })?;
-    std::fs::File::open(crate::kernel::netns::path(netns)).map_err(|err| NetlinkError::Setting {
-        what: format!("open netns {netns}"),
-        err,
+        err: std::io::Error::other(e.to_string()),
     })
 }
